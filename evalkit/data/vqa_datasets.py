@@ -1,0 +1,121 @@
+"""VQAv2-style sets: the official question/annotation files + COCO image folders, or a HF dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from evalkit.data.data_arg import DataArg, find_image_root, hf_column, load_hf_dataset, read_json
+from evalkit.data.images import HF_ROW_PREFIX, ImageSource
+from evalkit.data.sample_set import SampleSet, file_sha256
+from evalkit.errors import EvalkitError
+from evalkit.samples import Sample
+
+# split name -> the official data_subtype in file names
+SUBTYPES = {"val": "val2014", "train": "train2014", "test-dev": "test-dev2015", "test": "test2015"}
+# the official VQA API's image file name rule: COCO_<subtype>_<12-digit id>.jpg in <subtype>/
+DEFAULT_IMAGE_PATTERN = "{image_subtype}/COCO_{image_subtype}_{image_id:012d}.jpg"
+
+
+def load_vqa_set(data: DataArg, split: str, images: Path | None = None,
+                 columns: Mapping[str, str] | None = None) -> SampleSet:
+    """Questions (+ annotations when the split has them) as samples, one per question."""
+    columns = dict(columns or {})
+    if data.is_hf:
+        return _load_hf(data.hf_id, split, columns)
+    questions_path, annotations_path = _find_files(data.path, split)
+    from evalkit.data.vqav2_files import load_annotations, load_questions
+
+    questions = load_questions(questions_path)
+    annotations = load_annotations(annotations_path) if annotations_path else None
+    by_id = None
+    if annotations is not None:
+        by_id = {int(a["question_id"]): a for a in annotations}
+        question_ids = {int(q["question_id"]) for q in questions}
+        unanswered = [q for q in question_ids if q not in by_id]
+        orphans = [a for a in by_id if a not in question_ids]
+        if unanswered:
+            raise EvalkitError(f"{annotations_path}: {len(unanswered)} questions have no annotation "
+                               f"(first: {sorted(unanswered)[:3]})")
+        if orphans:
+            raise EvalkitError(f"{annotations_path}: {len(orphans)} annotations have no question "
+                               f"(first: {sorted(orphans)[:3]})")
+    content = read_json(questions_path)
+    subtype = content.get("data_subtype", SUBTYPES.get(split, split)) if isinstance(content, dict) else split
+    image_subtype = "test2015" if str(subtype).startswith("test-dev") else subtype
+    pattern = columns.get("image_pattern", DEFAULT_IMAGE_PATTERN)
+    rel = {}
+    for q in questions:
+        image_id = int(q["image_id"])
+        if image_id not in rel:
+            try:
+                rel[image_id] = pattern.format(image_id=image_id, subtype=subtype, image_subtype=image_subtype)
+            except (KeyError, ValueError) as err:
+                raise EvalkitError(f"bad image_pattern {pattern!r}: {err}") from None
+    base = questions_path.parent
+    root = images or find_image_root([base, base / "images", base.parent, base.parent / "images"], list(rel.values()))
+    samples = []
+    for q in questions:
+        qid = int(q["question_id"])
+        ann = by_id[qid] if by_id else {}
+        answers = tuple(a["answer"] for a in ann.get("answers", ()))
+        meta = (("image_id", int(q["image_id"])), ("question_type", ann.get("question_type", "")),
+                ("answer_type", ann.get("answer_type", "")))
+        samples.append(Sample(id=str(qid), image=str(root / rel[int(q["image_id"])]), question=q["question"],
+                              references=answers, meta=meta))
+    identity = {"format": "vqav2", "source": str(questions_path), "split": split, "data_subtype": subtype,
+                "questions_sha256": file_sha256(questions_path),
+                "annotations_sha256": file_sha256(annotations_path) if annotations_path else None,
+                "n_total": len(samples), "n_samples": len(samples), "n_images": len(rel)}
+    return SampleSet(samples, ImageSource(), identity, annotations=by_id)
+
+
+def _find_files(path: Path, split: str) -> tuple[Path, Path | None]:
+    subtype = SUBTYPES.get(split, split)
+    if path.is_file():
+        questions = path
+    else:
+        found = sorted(path.glob(f"*OpenEnded*_{subtype}_questions.json")) or \
+            sorted(path.glob(f"*OpenEnded*_{split}_questions.json"))
+        if not found:
+            raise EvalkitError(f"data folder {path} has no *OpenEnded*_{subtype}_questions.json for split {split!r}")
+        questions = found[0]
+    candidates = [questions.with_name(questions.name.replace("OpenEnded_", "").replace("questions", "annotations")),
+                  *sorted(questions.parent.glob(f"*{subtype}*annotations.json"))]
+    annotations = next((c for c in candidates if c.is_file() and c != questions), None)
+    if annotations is None and not subtype.startswith("test"):
+        raise EvalkitError(f"no annotation file beside {questions} (expected {candidates[0].name}); "
+                           "only test splits may come without answers")
+    return questions, annotations
+
+
+def _load_hf(hf_id: str, split: str, columns: dict[str, str]) -> SampleSet:
+    dataset = load_hf_dataset(hf_id, split)
+    names = {key: columns.get(key, key) for key in ("image", "question", "question_id", "answers", "question_type",
+                                                    "answer_type", "image_id")}
+    for key in ("image", "question", "question_id"):
+        hf_column(dataset, names[key], hf_id)
+    has_answers = names["answers"] in dataset.column_names
+    text_columns = [c for k, c in names.items() if k != "image" and c in dataset.column_names]
+    samples, by_id = [], {} if has_answers else None
+    first_row: dict = {}  # image id -> the first row holding it, so an image's questions share one image key
+    for row, record in enumerate(dataset.select_columns(text_columns)):
+        qid = int(record[names["question_id"]])
+        answers = []
+        if has_answers:
+            raw = record[names["answers"]]
+            if isinstance(raw, dict) and "answer" in raw:  # columnar struct: {"answer": [...], ...}
+                raw = raw["answer"]
+            answers = [a["answer"] if isinstance(a, dict) else str(a) for a in raw]
+            by_id[qid] = {"question_id": qid, "question_type": record.get(names["question_type"], ""),
+                          "answer_type": record.get(names["answer_type"], ""),
+                          "answers": [{"answer": a, "answer_id": i + 1} for i, a in enumerate(answers)]}
+        image_id = record.get(names["image_id"], row)
+        image_row = first_row.setdefault(image_id, row)
+        meta = (("image_id", image_id), ("question_type", record.get(names["question_type"], "")),
+                ("answer_type", record.get(names["answer_type"], "")))
+        samples.append(Sample(id=str(qid), image=f"{HF_ROW_PREFIX}{image_row}", question=record[names["question"]],
+                              references=tuple(answers), meta=meta))
+    identity = {"format": "hf", "source": hf_id, "split": split, "fingerprint": getattr(dataset, "_fingerprint", ""),
+                "n_total": len(samples), "n_samples": len(samples)}
+    return SampleSet(samples, ImageSource(dataset, names["image"]), identity, annotations=by_id)

@@ -1,0 +1,126 @@
+"""Batched BLIP-2 generation that gives the same answers as batch size 1.
+
+The image side (vision tower + Q-Former + projection) is split from the text side so that
+an image asked several questions is encoded once (VQA, chat). The text side reproduces what
+`Blip2ForConditionalGeneration.generate` does with the processor's inputs, but on cached
+query embeddings: [image tokens][padded prompt] -> embeddings with the query outputs scattered
+into the image-token positions -> `language_model.generate`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from evalkit.models.loading import LoadedCheckpoint
+from evalkit.protocol import Protocol
+
+
+class Blip2Generator:
+    """Turns (images, prompts) into answers with a loaded BLIP-2 generation checkpoint."""
+
+    def __init__(self, checkpoint: LoadedCheckpoint, image_size: int | None = None):
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model
+        self.processor = checkpoint.processor
+        self.tokenizer = checkpoint.processor.tokenizer
+        self.device = checkpoint.device
+        self.dtype = checkpoint.dtype
+        self.decoder_only = bool(self.model.config.use_decoder_only_language_model)
+        # Batched decoder-only generation must pad on the left, or the model continues from pads.
+        self.tokenizer.padding_side = "left" if self.decoder_only else "right"
+        self.num_query_tokens = int(self.model.config.num_query_tokens)
+        self.image_token_id = int(_image_token_id(self.model.config, self.tokenizer))
+        self.image_size = image_size or processor_image_size(self.processor)
+        self.interpolate = self.image_size != int(self.model.config.vision_config.image_size)
+
+    # -- image side -------------------------------------------------------------------------
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Preprocess PIL images with the checkpoint's image processor at the protocol's size."""
+        size = {"height": self.image_size, "width": self.image_size}
+        return self.processor.image_processor(list(images), size=size, return_tensors="pt")["pixel_values"]
+
+    @torch.inference_mode()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Vision tower + Q-Former + projection: [n, num_query_tokens, lm_hidden]."""
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        vision = self.model.vision_model(pixel_values, interpolate_pos_encoding=self.interpolate, return_dict=True)
+        image_embeds = vision.last_hidden_state
+        mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        queries = self.model.query_tokens.expand(image_embeds.shape[0], -1, -1)
+        query_output = self.model.qformer(
+            query_embeds=queries, encoder_hidden_states=image_embeds, encoder_attention_mask=mask, return_dict=True
+        ).last_hidden_state
+        if query_output.dtype != image_embeds.dtype:  # the Q-Former is kept in fp32
+            query_output = query_output.to(image_embeds.dtype)
+        return self.model.language_projection(query_output)
+
+    # -- text side --------------------------------------------------------------------------
+    def prompt_token_count(self, prompt: str) -> int:
+        """Tokens the prompt takes, special tokens included (without the image tokens)."""
+        return len(self.tokenizer(prompt)["input_ids"])
+
+    @torch.inference_mode()
+    def generate(self, query_embeds: torch.Tensor, prompts: Sequence[str], protocol: Protocol) -> list[str]:
+        """Answers for each (image query embeddings, prompt) pair, decoded and stripped."""
+        encoded = self.tokenizer(list(prompts), padding=True, return_tensors="pt")
+        batch = len(prompts)
+        image_ids = torch.full((batch, self.num_query_tokens), self.image_token_id, dtype=torch.long)
+        input_ids = torch.cat([image_ids, encoded["input_ids"]], dim=1).to(self.device)
+        attention_mask = torch.cat([torch.ones_like(image_ids), encoded["attention_mask"]], dim=1).to(self.device)
+        embeddings = self.model.get_input_embeddings()(input_ids)
+        image_positions = (input_ids == self.image_token_id).unsqueeze(-1).expand_as(embeddings)
+        embeddings = embeddings.masked_scatter(image_positions, query_embeds.to(embeddings.device, embeddings.dtype))
+        inputs = {"inputs_embeds": embeddings, "attention_mask": attention_mask}
+        if self.decoder_only:
+            inputs["input_ids"] = input_ids
+        output = self.model.language_model.generate(**inputs, **self.generation_kwargs(protocol))
+        if self.decoder_only:  # decoder-only models return image tokens + prompt + answer
+            output = output[:, input_ids.shape[1]:]
+        texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
+        return [clean_answer(text, protocol.stop_at_newline) for text in texts]
+
+    def generation_kwargs(self, protocol: Protocol) -> dict:
+        """Decoding settings for `generate`: max/min *new* tokens, never max_length."""
+        kwargs = {
+            "do_sample": False,
+            "num_beams": protocol.num_beams,
+            "max_new_tokens": protocol.max_new_tokens,
+            "min_new_tokens": protocol.min_new_tokens,
+            "length_penalty": protocol.length_penalty,
+            "repetition_penalty": protocol.repetition_penalty,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if protocol.stop_at_newline and self.decoder_only:
+            eos = self.model.language_model.generation_config.eos_token_id
+            eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+            newline = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
+            if len(newline) == 1 and newline[0] not in eos_ids:
+                eos_ids.append(newline[0])
+            if eos_ids:
+                kwargs["eos_token_id"] = eos_ids
+        return kwargs
+
+
+def clean_answer(text: str, stop_at_newline: bool) -> str:
+    """Cut at the first newline when the protocol says so, then strip."""
+    if stop_at_newline:
+        text = text.split("\n", 1)[0]
+    return text.strip()
+
+
+def processor_image_size(processor) -> int:
+    """The square image size the checkpoint's image processor resizes to."""
+    size = processor.image_processor.size
+    if isinstance(size, dict):
+        return int(size.get("height") or size.get("shortest_edge"))
+    return int(getattr(size, "height", None) or size)
+
+
+def _image_token_id(config, tokenizer) -> int:
+    token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
+    if token_id is None:
+        token_id = tokenizer.convert_tokens_to_ids("<image>")
+    return token_id

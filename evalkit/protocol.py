@@ -1,0 +1,62 @@
+"""The decoding protocol: every knob that moves a generated answer, and its fingerprint."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from evalkit.errors import EvalkitError
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a task asks a model for an answer (prompt, decoding, image size, precision).
+
+    ``prompt`` is a template: ``{question}`` is replaced by the sample's question, an empty
+    prompt means unprompted generation (from BOS). ``image_size`` None means the checkpoint's
+    processor decides; ``dtype`` None means the model family's default.
+    """
+
+    prompt: str = ""
+    num_beams: int = 1
+    max_new_tokens: int = 30
+    min_new_tokens: int = 0
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    image_size: int | None = None
+    dtype: str | None = None
+    stop_at_newline: bool = False
+    prompt_variant: str = "default"
+    # chat-style multi-turn prompting (VQA): earlier turns are kept, oldest dropped first
+    chat: bool = False
+    chat_turn: str = "Question: {question} Answer: {answer}."
+    max_context_tokens: int = 512
+    # retrieval
+    rerank_k: int = 128
+    rerank: bool = True
+    max_text_tokens: int = 35
+
+    def to_dict(self) -> dict[str, Any]:
+        """The protocol as plain JSON-able data."""
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of the protocol (sorted keys, no whitespace)."""
+        return sha256_of(self.to_dict())
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Protocol:
+        """A copy with the given fields replaced; unknown field names are an error."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        for key in overrides:
+            if key not in known:
+                raise EvalkitError(f"unknown protocol setting {key!r}; known: {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **overrides)
+
+
+def sha256_of(data: Any) -> str:
+    """sha256 hex digest of the canonical JSON form of ``data``."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -1,0 +1,32 @@
+"""Everything a user can set for `evalkit run`, as one frozen record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of one run; ``overrides`` are protocol fields set on the command line."""
+
+    task: str
+    model: str
+    data: str | None = None
+    split: str | None = None
+    images: Path | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    limit: int | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    prompt_variant: str | None = None
+    vqa_metric: str = "official"
+    results_dir: Path = Path("results")
+    run_id: str | None = None
+    overwrite: bool = False
+    skip_bad_images: bool = False
+    include_paths: tuple[str, ...] = ()
+    export_scores: bool = False
+    show_progress: bool = True

@@ -1,0 +1,113 @@
+"""run.json: the self-describing record of one run, written atomically beside its predictions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from evalkit.journal import write_json_atomic
+from evalkit.models.loading import dtype_name
+from evalkit.provenance import device_description, provenance
+
+SCHEMA_VERSION = 1
+RUN_FILE = "run.json"
+SAMPLE_SCORES_FILE = "sample_scores.jsonl"
+
+
+def reportability(task, sample_set, predictions: dict, limit: int | None) -> tuple[bool, list[str]]:
+    """A run is reportable when it covers the full split, has no --limit and no failed samples."""
+    reasons = []
+    if limit:
+        reasons.append(f"--limit {limit}: a subset (CIDEr's IDF and every mean depend on the full set)")
+    split = sample_set.identity.get("split", "")
+    expected = task.full_size.get(split)
+    n = len(sample_set.samples)
+    if expected and n != expected and not limit:
+        reasons.append(f"{n} samples, the full {split} split has {expected}")
+    failed = sum(1 for p in predictions.values() if p.status != "ok")
+    if failed:
+        reasons.append(f"{failed} failed samples (scored as empty answers)")
+    return not reasons, reasons
+
+
+def build_record(*, task, entry, protocol, overrides, sample_set, predictions, scores, stats, resumed, device,
+                 dtype, weights, directory, checkpoint, run_id, header, options, wall_seconds,
+                 extra: dict[str, Any] | None = None) -> dict:
+    """Assemble run.json's content (metrics, protocol, data, model, counts, provenance)."""
+    reportable, reasons = reportability(task, sample_set, predictions, options.limit)
+    in_run = [predictions[s.id] for s in sample_set.samples]
+    generated = stats.generated if stats else 0
+    gen_seconds = stats.generation_seconds if stats else 0.0
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "task": task.to_record(),
+        "model": {
+            "name": entry.name,
+            "source": entry.source if not entry.builtin else f"evalkit:{entry.name}",
+            "family": entry.family,
+            "revision": checkpoint.revision if checkpoint else _revision(directory),
+            "weights_sha256": weights,
+            "num_parameters": checkpoint.num_parameters if checkpoint else None,
+        },
+        "protocol": protocol.to_dict(),
+        "protocol_fingerprint": protocol.fingerprint(),
+        "overrides": overrides,
+        "data": dict(sample_set.identity),
+        "metrics": {name: {"value": value, "n": len(sample_set.samples)} for name, value in scores.metrics.items()},
+        "headline_metric": scores.headline,
+        "scale": scores.scale,
+        "details": scores.details,
+        "reportable": reportable,
+        "not_reportable_reasons": reasons,
+        "counts": {
+            "samples": len(sample_set.samples),
+            "empty_predictions": sum(1 for p in in_run if p.status == "ok" and not p.prediction.strip()),
+            "failed": sum(1 for p in in_run if p.status != "ok"),
+            "resumed_from_journal": resumed,
+            "generated_this_invocation": generated,
+        },
+        "runtime": {
+            "device": str(device),
+            "device_name": device_description(device),
+            "dtype": dtype_name(dtype),
+            "image_size": protocol.image_size or entry.image_size,
+            "batch_size": (stats.batch_size if stats else None) or options.batch_size,
+            "wall_seconds": round(wall_seconds, 3),
+            "generation_seconds": round(gen_seconds, 3),
+            "samples_per_second": round(generated / gen_seconds, 3) if gen_seconds else None,
+            "images_encoded": stats.images_encoded if stats else 0,
+            "oom_retries": stats.oom_retries if stats else 0,
+        },
+        "journal_header": header,
+        "provenance": provenance(),
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def _revision(directory: Path) -> str:
+    return directory.name if directory.parent.name == "snapshots" else "local"
+
+
+def write_record(run_dir: Path, record: dict, scores) -> None:
+    """Write sample_scores.jsonl then run.json, each via temp file + rename (never half-written)."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / f".{SAMPLE_SCORES_FILE}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for sample_id, values in scores.per_sample.items():
+            handle.write(json.dumps({"id": sample_id, "scores": values}) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, run_dir / SAMPLE_SCORES_FILE)
+    write_json_atomic(run_dir / RUN_FILE, record)
+
+
+def read_record(run_dir: Path) -> dict:
+    """run.json of a run directory."""
+    return json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8"))

@@ -1,0 +1,205 @@
+"""Shared pieces for training the tiny BLIP-2 demo models: tokenizers, processor, data."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BlipImageProcessor, Blip2Processor, PreTrainedTokenizerFast
+
+from evalkit.demo.shapes import CAPTION_PROMPT, IMAGE_SIZE, VQA_PROMPT, ShapesSplit, generate_split
+
+IMAGE_TOKEN = "<image>"
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------
+# tokenizer training corpus
+
+
+def text_corpus(split: ShapesSplit) -> list[str]:
+    """All text the models will ever see: prompts, captions, questions, answers."""
+    lines = []
+    for im in split.images:
+        for c in im.captions:
+            lines.append(f"{CAPTION_PROMPT} {c}")
+    for q in split.questions:
+        lines.append(f"{VQA_PROMPT.format(q.question)} {q.answer}")
+        lines.extend(q.answers)
+    return lines
+
+
+def _wrap(tok: Tokenizer, **kwargs) -> PreTrainedTokenizerFast:
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+    return fast
+
+
+def build_opt_tokenizer(corpus: list[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """GPT-2/OPT style byte-level BPE: <s>=0 <pad>=1 </s>=2 <unk>=3, BOS '</s>' prepended."""
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="</s> $A", pair="</s> $A </s> $B", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+    )
+    fast = _wrap(tok, bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                 padding_side="left", model_max_length=512, clean_up_tokenization_spaces=False)
+    fast.add_tokens([_image_added_token()], special_tokens=True)
+    return fast
+
+
+def build_t5_tokenizer(corpus: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """T5 style SentencePiece-unigram: <pad>=0 </s>=1 <unk>=2, EOS appended."""
+    # The tokenizers UnigramTrainer degenerates on this tiny, repetitive corpus (it keeps "photo" as
+    # single characters), so the unigram model is estimated directly: log relative frequencies of
+    # the corpus words (punctuation split off) plus every character as a fallback piece.
+    tok = Tokenizer(models.Unigram(_unigram_vocab(corpus, vocab_size), unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+    )
+    fast = _wrap(tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", padding_side="right",
+                 model_max_length=512, clean_up_tokenization_spaces=False)
+    fast.add_tokens([_image_added_token()], special_tokens=True)
+    return fast
+
+
+def _unigram_vocab(corpus: list[str], vocab_size: int) -> list[tuple[str, float]]:
+    import math
+    import re
+    from collections import Counter
+
+    words: Counter = Counter()
+    chars: Counter = Counter()
+    for line in corpus:
+        for w in line.split():
+            for j, part in enumerate(re.findall(r"[A-Za-z0-9]+|[^A-Za-z0-9]", w)):
+                words[("\u2581" if j == 0 else "") + part] += 1
+            chars.update(w)
+    chars["\u2581"] += sum(chars.values())
+    total = sum(words.values()) + sum(chars.values())
+    specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces = [(w, math.log(c / total)) for w, c in sorted(words.items(), key=lambda x: (-x[1], x[0]))
+              if len(w) > 1][: max(0, vocab_size - len(chars) - 3)]
+    # single characters get a penalty so whole-word pieces always win
+    pieces += [(ch, math.log(c / total) - 10.0) for ch, c in sorted(chars.items(), key=lambda x: (-x[1], x[0]))]
+    seen, out = set(), []
+    for p, sc in specials + pieces:
+        if p not in seen:
+            seen.add(p)
+            out.append((p, sc))
+    return out
+
+
+def build_bert_tokenizer(corpus: list[str], vocab_size: int = 300, max_len: int = 35) -> PreTrainedTokenizerFast:
+    """BERT style WordPiece (lowercased): [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, '[CLS] $A [SEP]'."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    fast = _wrap(tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                 mask_token="[MASK]", padding_side="right", truncation_side="right",
+                 model_max_length=max_len, clean_up_tokenization_spaces=False)
+    fast.add_tokens([_image_added_token()], special_tokens=True)
+    return fast
+
+
+def _image_added_token():
+    from tokenizers import AddedToken
+
+    return AddedToken(IMAGE_TOKEN, normalized=False, special=True)
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, num_query_tokens: int | None) -> Blip2Processor:
+    image_processor = BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    proc = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=num_query_tokens)
+    return proc
+
+
+def save_processor(proc: Blip2Processor, out_dir: Path) -> None:
+    """save_pretrained + make the files loadable by transformers 4.5x and 5.x alike."""
+    proc.save_pretrained(out_dir)
+    tc = out_dir / "tokenizer_config.json"
+    cfg = json.loads(tc.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg["processor_class"] = "Blip2Processor"
+    tc.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    pc = out_dir / "processor_config.json"
+    if pc.exists():
+        pcfg = json.loads(pc.read_text())
+        ip = pcfg.get("image_processor")
+        if isinstance(ip, dict):
+            ip["image_processor_type"] = "BlipImageProcessor"
+            # transformers 4.x reads the image processor from preprocessor_config.json
+            ip4 = dict(ip)
+            ip4["processor_class"] = "Blip2Processor"
+            (out_dir / "preprocessor_config.json").write_text(json.dumps(ip4, indent=2, sort_keys=True) + "\n")
+        pc.write_text(json.dumps(pcfg, indent=2, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------
+# training data
+
+
+@dataclass
+class TrainData:
+    pixel_values: torch.Tensor  # [N, 3, H, W] float32, exactly what the saved processor produces
+    captions: list[list[str]]  # per image
+    qa: list[list[tuple[str, str]]]  # per image: (question, canonical answer)
+
+
+def make_train_data(image_processor, n_images: int, seed: int) -> TrainData:
+    split = generate_split("train", n_images, seed)
+    chunks = []
+    for i in range(0, len(split.images), 512):
+        ims = [im.image for im in split.images[i : i + 512]]
+        chunks.append(image_processor(ims, return_tensors="pt")["pixel_values"])
+    pv = torch.cat(chunks).float()
+    qa: list[list[tuple[str, str]]] = [[] for _ in split.images]
+    for q in split.questions:
+        qa[q.image_id - 1].append((q.question, q.answer))
+    return TrainData(pv, [list(im.captions) for im in split.images], qa)
+
+
+def sample_tasks(rng: random.Random, data: TrainData, idx: list[int], p_caption: float = 0.5):
+    """For each image index: (prompt, target) for either captioning or one VQA question."""
+    out = []
+    for i in idx:
+        if rng.random() < p_caption or not data.qa[i]:
+            out.append((CAPTION_PROMPT, rng.choice(data.captions[i])))
+        else:
+            q, a = rng.choice(data.qa[i])
+            out.append((VQA_PROMPT.format(q), a))
+    return out
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
