@@ -142,6 +142,20 @@ def print_run_summary(record: dict, run_dir: Path) -> None:
     out.print(f"run record: {Path(run_dir) / 'run.json'}")
 
 
+@app.command()
+def demo(
+    results: Path = typer.Option(Path("results"), "--results", help="results folder"),
+    batch_size: Optional[int] = typer.Option(None, help="samples per batch"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Run every shapes task with the bundled tiny models (offline, about a minute on a laptop CPU)."""
+    from evalkit.demo_command import print_demo, run_demo
+
+    table, records = run_demo(results, batch_size, device, show_progress=not quiet and sys.stderr.isatty())
+    print_demo(table, records, results)
+
+
 @list_app.command("models")
 def list_models() -> None:
     """Registered checkpoints (any hub id or local folder works too)."""

@@ -38,6 +38,7 @@ class Protocol:
     rerank_k: int = 128
     rerank: bool = True
     max_text_tokens: int = 35
+    text_preprocess: str = ""  # "lavis-blip-caption": LAVIS's caption cleaning before tokenising
 
     def to_dict(self) -> dict[str, Any]:
         """The protocol as plain JSON-able data."""

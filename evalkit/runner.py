@@ -116,7 +116,7 @@ def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], loaded: 
                     cache: _ImageCache, protocol: Protocol, stats: RunStats) -> list[Prediction]:
     good = [s for s in batch if s.image not in bad]
     failed = [Prediction(s.id, render_prompt(protocol.prompt, s.question), "", s.references, "failed",
-                         f"bad image: {bad[s.image]}") for s in batch if s.image in bad]
+                         f"bad image: {bad[s.image]}", image=s.image) for s in batch if s.image in bad]
     stats.failed += len(failed)
     stats.failures += [p.error for p in failed]
     if not good:
@@ -133,7 +133,7 @@ def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], loaded: 
     answers = _with_oom_retry(
         lambda part: generator.generate(queries[part[0]:part[-1] + 1], [prompts[i] for i in part], protocol),
         list(range(len(good))), stats)
-    done = [Prediction(s.id, p, a, s.references) for s, p, a in zip(good, prompts, answers)]
+    done = [Prediction(s.id, p, a, s.references, image=s.image) for s, p, a in zip(good, prompts, answers)]
     return done + failed
 
 
@@ -190,7 +190,8 @@ def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: Image
         for key in group:
             if key in bad:
                 for s in conversations[key]:
-                    predictions.append(Prediction(s.id, "", "", s.references, "failed", f"bad image: {bad[key]}"))
+                    predictions.append(Prediction(s.id, "", "", s.references, "failed", f"bad image: {bad[key]}",
+                                                  image=key))
                     stats.failed += 1
         good = [k for k in group if k not in bad]
         started = time.perf_counter()
@@ -207,7 +208,7 @@ def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: Image
                                              protocol)
                 for key, sample, (prompt, kept), answer in zip(active, asked, built, answers):
                     history[key].append((sample.question, answer))
-                    predictions.append(Prediction(sample.id, prompt, answer, sample.references,
+                    predictions.append(Prediction(sample.id, prompt, answer, sample.references, image=key,
                                                   extra={"turn": turn, "history_turns": kept}))
         stats.generation_seconds += time.perf_counter() - started
         journal.append(predictions)

@@ -36,6 +36,7 @@ class Prediction:
     status: str = "ok"  # "ok" | "failed"
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    image: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The journal line for this prediction."""
@@ -46,6 +47,8 @@ class Prediction:
             "references": list(self.references),
             "status": self.status,
         }
+        if self.image:
+            line["image"] = self.image
         if self.error:
             line["error"] = self.error
         if self.extra:
@@ -63,4 +66,5 @@ class Prediction:
             status=line.get("status", "ok"),
             error=line.get("error", ""),
             extra=line.get("extra", {}) or {},
+            image=line.get("image", ""),
         )

@@ -20,6 +20,7 @@ CHAT_OPT = Protocol(**{**VQA_OPT.to_dict(), "prompt": "Question: {question} Answ
 CHAT_T5 = Protocol(**{**VQA_T5.to_dict(), "prompt": "Question: {question} Answer:", "prompt_variant": "answer",
                       "chat": True})
 VQA_PROMPTS = {"short-answer": "Question: {question} Short answer:", "answer": "Question: {question} Answer:"}
+RETRIEVAL = Protocol(rerank_k=128, rerank=True, max_text_tokens=35, text_preprocess="lavis-blip-caption")
 SOURCE = "evalkit shapes benchmark (evalkit/demo/shapes.py); prompts and decoding as the BLIP-2 tasks"
 VQA_COLUMNS = {"image_pattern": "images/shapes_{subtype}_{image_id:06d}.png"}
 
@@ -42,4 +43,9 @@ TASKS = [
              data_help="the shapes folder", default_data=str(SHAPES_DIR), prompt_variants=VQA_PROMPTS,
              columns=VQA_COLUMNS, protocol_source=SOURCE, default_model="blip2-tiny-opt",
              compare_with="shapes-vqa"),
+    TaskSpec(name="shapes-retrieval", version="1", kind="retrieval",
+             description="demo: image-text retrieval on the bundled shapes test split (R@1/5/10)",
+             protocols={"itm": RETRIEVAL}, load_data=load_caption_set, default_split="test",
+             data_help="the shapes folder", default_data=str(SHAPES_DIR), protocol_source=SOURCE,
+             default_model="blip2-tiny-itm"),
 ]

@@ -84,3 +84,35 @@ def build_tiny_blip2(directory: Path, family: str = "opt", seed: int = 0, image_
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+def build_tiny_itm(directory: Path, seed: int = 0, image_size: int = 32, num_query_tokens: int = 4) -> Path:
+    """Write a random tiny Blip2ForImageTextRetrieval checkpoint (BERT-style WordPiece tokenizer)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import (Blip2Config, Blip2ForImageTextRetrieval, Blip2Processor, Blip2QFormerConfig,
+                              Blip2VisionConfig, BlipImageProcessor, PreTrainedTokenizerFast)
+
+    torch.manual_seed(seed)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(
+        vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    vision = Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=image_size, patch_size=8)
+    qformer = Blip2QFormerConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                 encoder_hidden_size=32, vocab_size=len(tokenizer) + 1, cross_attention_frequency=1,
+                                 max_position_embeddings=64, use_qformer_text_input=True)
+    config = Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
+                         num_query_tokens=num_query_tokens, image_text_hidden_size=16)
+    model = Blip2ForImageTextRetrieval(config).eval()
+    processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": image_size, "width": image_size}),
+                               tokenizer=tokenizer, num_query_tokens=num_query_tokens)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

@@ -54,6 +54,9 @@ def load_vqa_set(data: DataArg, split: str, images: Path | None = None,
                 raise EvalkitError(f"bad image_pattern {pattern!r}: {err}") from None
     base = questions_path.parent
     root = images or find_image_root([base, base / "images", base.parent, base.parent / "images"], list(rel.values()))
+    first = next(iter(rel.values()), "")
+    if first and not (root / first).is_file() and (root / Path(first).name).is_file():
+        rel = {k: Path(v).name for k, v in rel.items()}  # images kept flat, without the <subtype>/ folder
     samples = []
     for q in questions:
         qid = int(q["question_id"])

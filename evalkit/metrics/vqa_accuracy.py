@@ -43,7 +43,8 @@ for, quirks included:
 pre-2021 official script, run under Python 3): the prediction is always stripped and
 fully normalised; the human answers are not whitespace-cleaned and, when not all
 identical, only get the punctuation step (no lowercasing, no number words, no
-articles). Python 3 ``round``/``sum``/``re``.
+articles, and no re-joining, so "red?" becomes "red " and never matches). Python 3
+``round``/``sum``/``re``.
 
 ``variant="lmms"`` is EvolvingLMMs-Lab/lmms-eval ``tasks/vqav2/utils.py`` since commit
 28ea9a11 (Aug 2025): both sides are always cleaned and fully normalised, with a
@@ -243,45 +244,43 @@ def check_vqa_variant(variant: str) -> str:
 
 
 class _Normaliser:
-    """Per-variant answer normalisation with caches (answers repeat a lot)."""
+    """Per-variant answer normalisation, cached per distinct string (answers repeat a lot)."""
 
     def __init__(self, rules: _Rules) -> None:
         self.rules = rules
-        self._clean: dict[str, str] = {}
-        self._full: dict[str, str] = {}
-        self._punct: dict[str, str] = {}
+        self.lavis = rules.name == "lavis"
+        self.always = rules.name == "lmms"
+        self._human: dict[str, tuple[str, str]] = {}
+        self._prediction: dict[str, tuple[str, str]] = {}
 
-    def clean(self, text: str) -> str:
-        out = self._clean.get(text)
-        if out is None:
-            out = self._clean[text] = self.rules.clean(text)
-        return out
+    def _human_forms(self, text: str) -> tuple[str, str]:
+        """(form compared when answers are all identical, form compared otherwise)."""
+        rules = self.rules
+        if self.lavis:
+            forms = (text, rules.punctuation(text))
+        else:
+            clean = rules.clean(text)
+            forms = (clean, rules.full(clean))
+        self._human[text] = forms
+        return forms
 
-    def full(self, text: str) -> str:
-        out = self._full.get(text)
-        if out is None:
-            out = self._full[text] = self.rules.full(text)
-        return out
-
-    def punctuation(self, text: str) -> str:
-        out = self._punct.get(text)
-        if out is None:
-            out = self._punct[text] = self.rules.punctuation(text)
-        return out
+    def _prediction_forms(self, text: str) -> tuple[str, str]:
+        rules = self.rules
+        clean = rules.clean(text)
+        full = rules.full(clean)
+        forms = (full, full) if self.lavis else (clean, full)
+        self._prediction[text] = forms
+        return forms
 
     def compared(self, prediction: str, answers: Sequence[str]) -> tuple[str, list[str]]:
         """The prediction and human answers exactly as the harness compares them."""
-        name = self.rules.name
-        if name == "lavis":
-            pred = self.full(self.clean(prediction))
-            if len(set(answers)) > 1:
-                return pred, [self.punctuation(a) for a in answers]
-            return pred, list(answers)
-        gts = [self.clean(a) for a in answers]
-        pred = self.clean(prediction)
-        if name == "lmms" or len(set(gts)) > 1:
-            return self.full(pred), [self.full(g) for g in gts]
-        return pred, gts
+        get = self._human.get
+        forms = [get(a) or self._human_forms(a) for a in answers]
+        pred_forms = self._prediction.get(prediction) or self._prediction_forms(prediction)
+        plain = [f[0] for f in forms]
+        if self.always or len(set(plain)) > 1:
+            return pred_forms[1], [f[1] for f in forms]
+        return pred_forms[0], plain
 
 
 def _answer_accuracies(matches: Sequence[int]) -> list[float]:
@@ -306,7 +305,7 @@ class _QuestionScorer:
     def positional(self, prediction: str, answers: Sequence[str]) -> float:
         """Accuracy when "the others" means every other position."""
         pred, gts = self.normaliser.compared(prediction, answers)
-        mask = tuple(g == pred for g in gts)
+        mask = tuple(map(pred.__eq__, gts))
         acc = self._by_mask.get(mask)
         if acc is None:
             hits = sum(mask)
@@ -376,8 +375,12 @@ def _aggregate(variant: str, accs: list[float]) -> float:
 
 
 def _has_distinct_answer_ids(answer_dicts: Sequence[Mapping[str, Any]]) -> bool:
+    """True when no two answer dicts can be equal, so leave-one-out is by position."""
     ids = [d.get("answer_id") for d in answer_dicts]
-    return all(type(i) is int for i in ids) and len(set(ids)) == len(ids)
+    try:
+        return len(set(ids)) == len(ids)
+    except TypeError:  # unhashable ids: compare the dicts themselves
+        return False
 
 
 def _preview(ids: Sequence[Any], k: int = 5) -> str:
@@ -385,17 +388,22 @@ def _preview(ids: Sequence[Any], k: int = 5) -> str:
     return shown + (f", ... ({len(ids) - k} more)" if len(ids) > k else "")
 
 
-def _check_annotation(ann: Any, index: int) -> None:
-    if not isinstance(ann, Mapping):
+def _answer_texts(ann: Any, index: int) -> list[str]:
+    """The annotation's answer strings, after checking its shape."""
+    if type(ann) is not dict and not isinstance(ann, Mapping):
         raise EvalkitError(f"VQA annotation {index} is not an object")
     for key in ("question_id", "question_type", "answer_type", "answers"):
         if key not in ann:
             raise EvalkitError(f"VQA annotation {index} has no {key!r}")
     answers = ann["answers"]
-    if (not isinstance(answers, list) or not answers
-            or not all(isinstance(a, Mapping) and isinstance(a.get("answer"), str) for a in answers)):
+    try:
+        texts = [d["answer"] for d in answers]
+    except (TypeError, KeyError, IndexError):
+        texts = []
+    if not texts or not all(type(t) is str for t in texts):
         raise EvalkitError(f"VQA annotation for question {ann['question_id']}: 'answers' must be "
                            "a non-empty list of objects with a string 'answer'")
+    return texts
 
 
 def score_vqa(annotations: list[dict], predictions: dict[int, str], variant: str = "official") -> VQAScores:
@@ -424,7 +432,7 @@ def score_vqa(annotations: list[dict], predictions: dict[int, str], variant: str
     by_question_type: dict[str, list[float]] = {}
     missing: list[Any] = []
     for index, ann in enumerate(annotations):
-        _check_annotation(ann, index)
+        texts = _answer_texts(ann, index)
         qid = ann["question_id"]
         if qid in seen:
             raise EvalkitError(f"VQA question id {qid} appears twice in the annotations")
@@ -437,7 +445,7 @@ def score_vqa(annotations: list[dict], predictions: dict[int, str], variant: str
             raise EvalkitError(f"VQA prediction for question {qid} is not a string")
         answer_dicts = ann["answers"]
         if _has_distinct_answer_ids(answer_dicts):
-            acc = scorer.positional(prediction, [d["answer"] for d in answer_dicts])
+            acc = scorer.positional(prediction, texts)
         else:
             acc = scorer.by_dict_equality(prediction, answer_dicts)
         accs.append(acc)

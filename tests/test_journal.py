@@ -1,0 +1,52 @@
+"""The journal: append per batch, resume after a crash, refuse to mix different runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evalkit.errors import EvalkitError
+from evalkit.journal import PredictionJournal, write_json_atomic
+from evalkit.samples import Prediction
+
+HEADER = {"task": "t", "protocol_fingerprint": "abc", "model": "m"}
+
+
+def test_append_and_reopen_returns_everything(tmp_path):
+    journal = PredictionJournal(tmp_path / "run")
+    assert journal.open(HEADER) == {}
+    journal.append([Prediction("1", "p", "a"), Prediction("2", "p", "b")])
+    journal.append([Prediction("3", "p", "c", ("r",))])
+    done = PredictionJournal(tmp_path / "run").open(HEADER)
+    assert {k: v.prediction for k, v in done.items()} == {"1": "a", "2": "b", "3": "c"}
+    assert done["3"].references == ("r",)
+
+
+def test_torn_last_line_is_dropped_and_cut_from_the_file(tmp_path):
+    journal = PredictionJournal(tmp_path / "run")
+    journal.open(HEADER)
+    journal.append([Prediction("1", "p", "a")])
+    with open(journal.predictions_path, "a") as handle:  # what kill -9 in the middle of a write leaves
+        handle.write('{"id": "2", "prompt": "p", "predi')
+    done = journal.open(HEADER)
+    assert list(done) == ["1"]
+    journal.append([Prediction("2", "p", "b")])
+    lines = journal.predictions_path.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["1", "2"]
+
+
+def test_different_protocol_refuses_to_mix(tmp_path):
+    journal = PredictionJournal(tmp_path / "run")
+    journal.open(HEADER)
+    journal.append([Prediction("1", "p", "a")])
+    with pytest.raises(EvalkitError, match="protocol_fingerprint"):
+        journal.open({**HEADER, "protocol_fingerprint": "xyz"})
+    assert journal.open({**HEADER, "protocol_fingerprint": "xyz"}, overwrite=True) == {}
+    assert journal.completed() == {}
+
+
+def test_atomic_write_leaves_no_temp_file(tmp_path):
+    write_json_atomic(tmp_path / "run.json", {"a": 1})
+    assert json.loads((tmp_path / "run.json").read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]

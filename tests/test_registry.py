@@ -1,0 +1,45 @@
+"""Task and model registries: names, did-you-mean, plugins from --include-path."""
+
+import pytest
+
+from evalkit.errors import EvalkitError
+from evalkit.model_catalog import MODELS, resolve_model
+from evalkit.task_registry import all_tasks, get_task
+
+
+def test_every_hub_checkpoint_is_registered():
+    hub = {"blip2-opt-2.7b", "blip2-opt-6.7b", "blip2-flan-t5-xl", "blip2-flan-t5-xxl", "blip2-opt-2.7b-coco",
+           "blip2-opt-6.7b-coco", "blip2-flan-t5-xl-coco", "blip2-itm-vit-g", "blip2-itm-vit-g-coco"}
+    assert hub <= set(MODELS)
+    assert all(MODELS[name].source == f"Salesforce/{name}" for name in hub)
+    assert MODELS["blip2-flan-t5-xl"].family == "t5" and MODELS["blip2-itm-vit-g"].family == "itm"
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(EvalkitError, match="did you mean: coco-caption"):
+        get_task("coco-captions")
+    with pytest.raises(EvalkitError, match="did you mean: blip2-opt-2.7b"):
+        resolve_model("blip2-opt-2.7")
+
+
+def test_local_checkpoint_family_is_read_from_its_config(tiny_opt, tiny_t5):
+    assert resolve_model(str(tiny_opt)).family == "opt"
+    assert resolve_model(str(tiny_t5)).family == "t5"
+
+
+def test_include_path_adds_a_task(tmp_path):
+    (tmp_path / "my_task.py").write_text(
+        "from evalkit.protocol import Protocol\n"
+        "from evalkit.task_spec import TaskSpec\n"
+        "from evalkit.data.caption_datasets import load_caption_set\n"
+        "TASKS = [TaskSpec(name='my-caption', version='1', kind='caption', description='mine',\n"
+        "                  protocols={'opt': Protocol(prompt='')}, load_data=load_caption_set,\n"
+        "                  default_split='test', data_help='x')]\n")
+    assert "my-caption" in all_tasks([str(tmp_path)])
+    assert "my-caption" not in all_tasks()
+
+
+def test_broken_task_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "bad.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(EvalkitError, match="bad.py failed to load"):
+        all_tasks([str(tmp_path)])

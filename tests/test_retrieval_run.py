@@ -1,0 +1,76 @@
+"""Retrieval runs end to end with a tiny ITM model, and the model-side ITC/ITM match transformers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli, write_karpathy
+
+
+@pytest.fixture(scope="module")
+def tiny_itm(tmp_path_factory) -> Path:
+    from tiny_models import build_tiny_itm
+
+    return build_tiny_itm(tmp_path_factory.mktemp("models") / "tiny-itm")
+
+
+def test_features_and_itm_equal_the_transformers_forward(tiny_itm):
+    from PIL import Image
+
+    from evalkit.model_catalog import resolve_model
+    from evalkit.models.blip2_retrieval import Blip2Retriever
+    from evalkit.models.loading import load_checkpoint
+
+    checkpoint = load_checkpoint(resolve_model(str(tiny_itm)), "cpu")
+    retriever = Blip2Retriever(checkpoint)
+    images = [Image.fromarray(np.random.RandomState(i).randint(0, 255, (40, 40, 3), dtype=np.uint8)) for i in range(2)]
+    texts = ["a dog runs in the park", "two birds sit on a wire near the sea"]
+    pixels = retriever.pixel_values(images)
+    vision, image_feats = retriever.encode_images(pixels)
+    text_feats = retriever.encode_texts(texts)
+    ours_itc = torch.einsum("iqd,td->itq", image_feats, text_feats).max(-1).values
+    tokens = retriever.tokenize(texts)
+    with torch.inference_mode():
+        for i in range(2):
+            itc = checkpoint.model(pixel_values=pixels[i:i + 1], input_ids=tokens["input_ids"],
+                                   attention_mask=tokens["attention_mask"], use_image_text_matching_head=False)
+            torch.testing.assert_close(itc.logits_per_image[0], ours_itc[i])
+            for j in range(2):
+                itm = checkpoint.model(pixel_values=pixels[i:i + 1], input_ids=tokens["input_ids"][j:j + 1],
+                                       attention_mask=tokens["attention_mask"][j:j + 1],
+                                       use_image_text_matching_head=True)
+                ours = retriever.itm_logits(vision[i:i + 1], tokens["input_ids"][j:j + 1],
+                                            tokens["attention_mask"][j:j + 1])
+                torch.testing.assert_close(itm.logits_per_image[0, 1], ours[0])
+
+
+def test_retrieval_run_with_rerank_and_scores_export(tiny_itm, tmp_path, capsys):
+    write_karpathy(tmp_path / "data")
+    code, out, err = run_cli(["run", "retrieval-coco", "-m", str(tiny_itm), "--data", str(tmp_path / "data"),
+                              "--results", str(tmp_path / "r"), "--k", "3", "--scores", "--image-size", "32", "-q"],
+                             capsys)
+    assert code == 0, err
+    (run_json,) = (tmp_path / "r").glob("*/retrieval-coco/*/run.json")
+    record = json.loads(run_json.read_text())
+    assert set(record["metrics"]) == {"txt_r1", "txt_r5", "txt_r10", "txt_r_mean", "img_r1", "img_r5", "img_r10",
+                                      "img_r_mean", "r_mean"}
+    assert record["protocol"]["rerank_k"] == 3 and record["details"]["n_texts"] == 30
+    scores = np.load(run_json.parent / "scores_i2t.npy")
+    assert scores.shape == (6, 30)
+    assert ((scores > -100).sum(axis=1) >= 3).all()  # each image's top 3 re-scored
+    assert (run_json.parent / "image_feats.pt").exists() and (run_json.parent / "text_feats.pt").exists()
+    # ITC only: a different protocol, so a different run; it reuses nothing and needs no ITM
+    code, _, err = run_cli(["run", "retrieval-coco", "-m", str(tiny_itm), "--data", str(tmp_path / "data"),
+                            "--results", str(tmp_path / "r"), "--no-rerank", "--image-size", "32", "-q"], capsys)
+    assert code == 0, err
+    assert len(list((tmp_path / "r").glob("*/retrieval-coco/*/run.json"))) == 2
+
+
+def test_generation_model_on_a_retrieval_task_is_refused(tiny_opt, tmp_path, capsys):
+    code, _, err = run_cli(["run", "retrieval-coco", "-m", str(tiny_opt), "--data", str(tmp_path)], capsys)
+    assert code == 2 and "cannot run" in err

@@ -1,0 +1,104 @@
+"""VQAv2 runs end to end with a tiny model: official files, test-dev submission, chat mode, HF datasets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, run_cli
+from evalkit.data.data_arg import parse_data_arg
+from evalkit.data.vqa_datasets import load_vqa_set
+from evalkit.demo.bundled import SHAPES_DIR
+from evalkit.errors import EvalkitError
+
+FAST = ["--num-beams", "2", "--max-new-tokens", "4", "-q"]
+EXAMPLE = FIXTURES / "vqav2_format_example"
+
+
+def _record(results: Path, task: str) -> tuple[dict, Path]:
+    (run_json,) = results.glob(f"*/{task}/*/run.json")
+    return json.loads(run_json.read_text()), run_json.parent
+
+
+def test_official_files_with_coco_image_names(tiny_opt, tmp_path, capsys):
+    sample_set = load_vqa_set(parse_data_arg(str(EXAMPLE / "questions.json")), "val")
+    assert [s.id for s in sample_set.samples] == ["458752000", "458752001", "458752002"]
+    assert sample_set.samples[0].image.endswith("COCO_train2014_000000458752.jpg")
+    assert len(sample_set.samples[0].references) == 10
+    code, out, err = run_cli(["run", "vqav2", "-m", str(tiny_opt), "--data", str(EXAMPLE / "questions.json"),
+                              "--results", str(tmp_path), *FAST], capsys)
+    assert code == 0, err
+    record, run_dir = _record(tmp_path, "vqav2")
+    assert record["protocol"]["prompt"] == "Question: {question} Short answer:"
+    assert record["runtime"]["images_encoded"] == 1  # three questions, one image, encoded once
+    lines = [json.loads(l) for l in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert lines[1]["prompt"] == "Question: What position is this man playing? Short answer:"
+    assert record["details"]["vqa_metric"] == "official" and "perQuestionType" in record["details"]
+
+
+def test_test_dev_split_writes_a_submission_file(tiny_opt, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    questions = json.loads((SHAPES_DIR / "v2_OpenEnded_shapes_test_questions.json").read_text())
+    questions["data_subtype"] = "test-dev2015"
+    questions["questions"] = questions["questions"][:12]
+    (data / "v2_OpenEnded_shapes_test-dev2015_questions.json").write_text(json.dumps(questions))
+    code, out, err = run_cli(["run", "shapes-vqa", "-m", str(tiny_opt), "--data", str(data), "--split", "test-dev",
+                              "--images", str(SHAPES_DIR), "--column",
+                              "image_pattern=images/shapes_test_{image_id:06d}.png", "--results", str(tmp_path / "r"),
+                              *FAST], capsys)
+    assert code == 0, err
+    record, run_dir = _record(tmp_path / "r", "shapes-vqa")
+    submission = json.loads((run_dir / record["official_predictions_file"]).read_text())
+    assert sorted(row["question_id"] for row in submission) == sorted(q["question_id"] for q in questions["questions"])
+    assert all(isinstance(row["answer"], str) for row in submission)
+    assert record["metrics"] == {} and "submission_file" in record["details"]
+
+
+def test_questions_without_annotations_are_an_error(tmp_path):
+    shutil.copy(EXAMPLE / "questions.json", tmp_path / "questions.json")
+    annotations = json.loads((EXAMPLE / "annotations.json").read_text())
+    annotations["annotations"] = annotations["annotations"][:2]
+    (tmp_path / "annotations.json").write_text(json.dumps(annotations))
+    with pytest.raises(EvalkitError, match="1 questions have no annotation"):
+        load_vqa_set(parse_data_arg(str(tmp_path / "questions.json")), "val")
+
+
+def test_chat_mode_keeps_the_conversation(tiny_t5, tmp_path, capsys):
+    code, _, err = run_cli(["run", "shapes-chat", "-m", str(tiny_t5), "--limit", "9", "--results", str(tmp_path),
+                            *FAST], capsys)
+    assert code == 0, err
+    record, run_dir = _record(tmp_path, "shapes-chat")
+    assert record["protocol"]["chat"] is True
+    lines = [json.loads(l) for l in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    by_image: dict[str, list[dict]] = {}
+    for line in lines:
+        by_image.setdefault(line["image"], []).append(line)
+    conversation = max(by_image.values(), key=len)
+    assert len(conversation) >= 2
+    first, second = conversation[0], conversation[1]
+    assert second["prompt"].startswith(first["prompt"][: -len("Answer:")].strip())
+    assert f"Answer: {first['prediction']}." in second["prompt"] and second["extra"]["history_turns"] == 1
+    assert "comparison" in record
+
+
+def test_hf_vqa_dataset(tiny_opt, tmp_path, capsys):
+    datasets = pytest.importorskip("datasets")
+    annotations = {a["question_id"]: a for a in json.loads((EXAMPLE / "annotations.json").read_text())["annotations"]}
+    questions = json.loads((EXAMPLE / "questions.json").read_text())["questions"]
+    image = str(EXAMPLE / "COCO_train2014_000000458752.jpg")
+    rows = {"question_id": [q["question_id"] for q in questions], "question": [q["question"] for q in questions],
+            "image_id": [q["image_id"] for q in questions], "image": [image] * 3,
+            "answers": [annotations[q["question_id"]]["answers"] for q in questions],
+            "answer_type": [annotations[q["question_id"]]["answer_type"] for q in questions],
+            "question_type": [annotations[q["question_id"]]["question_type"] for q in questions]}
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).save_to_disk(str(tmp_path / "hf"))
+    code, _, err = run_cli(["run", "vqav2", "-m", str(tiny_opt), "--data", f"hf:{tmp_path / 'hf'}",
+                            "--split", "validation", "--results", str(tmp_path / "r"), *FAST], capsys)
+    assert code == 0, err
+    record, _ = _record(tmp_path / "r", "vqav2")
+    assert record["data"]["format"] == "hf" and record["counts"]["samples"] == 3
+    assert record["runtime"]["images_encoded"] == 1
