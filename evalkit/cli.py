@@ -27,7 +27,9 @@ err_console = Console(stderr=True)
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit(code) comes back as a return value in this mode
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except EvalkitError as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
@@ -230,6 +232,14 @@ def score_vqav2(
         table.add_row(name, f"{value:.2f}")
     out.print(table)
 
+
+def _register_report_commands() -> None:
+    from evalkit.cli_report import register
+
+    register(app)
+
+
+_register_report_commands()
 
 if __name__ == "__main__":
     main()

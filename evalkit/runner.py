@@ -133,7 +133,8 @@ def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], loaded: 
     answers = _with_oom_retry(
         lambda part: generator.generate(queries[part[0]:part[-1] + 1], [prompts[i] for i in part], protocol),
         list(range(len(good))), stats)
-    done = [Prediction(s.id, p, a, s.references, image=s.image) for s, p, a in zip(good, prompts, answers)]
+    done = [Prediction(s.id, p, a, s.references, image=s.image, extra=s.meta_dict())
+            for s, p, a in zip(good, prompts, answers)]
     return done + failed
 
 
@@ -209,7 +210,8 @@ def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: Image
                 for key, sample, (prompt, kept), answer in zip(active, asked, built, answers):
                     history[key].append((sample.question, answer))
                     predictions.append(Prediction(sample.id, prompt, answer, sample.references, image=key,
-                                                  extra={"turn": turn, "history_turns": kept}))
+                                                  extra={**sample.meta_dict(), "turn": turn,
+                                                         "history_turns": kept}))
         stats.generation_seconds += time.perf_counter() - started
         journal.append(predictions)
         stats.generated += len(predictions)

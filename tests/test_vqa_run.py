@@ -93,8 +93,7 @@ def test_hf_vqa_dataset(tiny_opt, tmp_path, capsys):
     rows = {"question_id": [q["question_id"] for q in questions], "question": [q["question"] for q in questions],
             "image_id": [q["image_id"] for q in questions], "image": [image] * 3,
             "answers": [annotations[q["question_id"]]["answers"] for q in questions],
-            "answer_type": [annotations[q["question_id"]]["answer_type"] for q in questions],
-            "question_type": [annotations[q["question_id"]]["question_type"] for q in questions]}
+            "answer_type": ["other", "other", "other"], "question_type": ["what is", "what", "what color is the"]}
     datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).save_to_disk(str(tmp_path / "hf"))
     code, _, err = run_cli(["run", "vqav2", "-m", str(tiny_opt), "--data", f"hf:{tmp_path / 'hf'}",
                             "--split", "validation", "--results", str(tmp_path / "r"), *FAST], capsys)
@@ -102,3 +101,49 @@ def test_hf_vqa_dataset(tiny_opt, tmp_path, capsys):
     record, _ = _record(tmp_path / "r", "vqav2")
     assert record["data"]["format"] == "hf" and record["counts"]["samples"] == 3
     assert record["runtime"]["images_encoded"] == 1
+
+
+def test_runner_encodes_each_image_once_and_batch_size_does_not_change_answers(tiny_opt, tmp_path, capsys):
+    outputs = {}
+    for batch_size in (1, 7):
+        results = tmp_path / f"b{batch_size}"
+        code, _, err = run_cli(["run", "shapes-vqa", "-m", str(tiny_opt), "--limit", "20", "--batch-size",
+                                str(batch_size), "--results", str(results), *FAST], capsys)
+        assert code == 0, err
+        record, run_dir = _record(results, "shapes-vqa")
+        lines = [json.loads(l) for l in (run_dir / "predictions.jsonl").read_text().splitlines()]
+        assert record["runtime"]["images_encoded"] == len({l["image"] for l in lines})
+        outputs[batch_size] = {l["id"]: l["prediction"] for l in lines}
+    assert outputs[1] == outputs[7] and len(outputs[1]) == 20
+
+
+def test_resume_from_a_cut_journal_ends_with_the_full_result(tiny_opt, tmp_path, capsys):
+    args = ["run", "shapes-vqa", "-m", str(tiny_opt), "--limit", "15", "--batch-size", "4", *FAST]
+    assert run_cli(args + ["--results", str(tmp_path / "full")], capsys)[0] == 0
+    full, full_dir = _record(tmp_path / "full", "shapes-vqa")
+    assert run_cli(args + ["--results", str(tmp_path / "cut")], capsys)[0] == 0
+    _, cut_dir = _record(tmp_path / "cut", "shapes-vqa")
+    lines = (cut_dir / "predictions.jsonl").read_text().splitlines(keepends=True)
+    # what a crash leaves: a few finished batches, half a line, no run.json
+    (cut_dir / "predictions.jsonl").write_text("".join(lines[:6]) + lines[6][:17])
+    (cut_dir / "run.json").unlink()
+    code, _, err = run_cli(args + ["--results", str(tmp_path / "cut")], capsys)
+    assert code == 0, err
+    resumed, _ = _record(tmp_path / "cut", "shapes-vqa")
+    assert resumed["counts"]["resumed_from_journal"] == 6 and resumed["counts"]["generated_this_invocation"] == 9
+    assert resumed["metrics"] == full["metrics"]
+    assert (cut_dir / "predictions.jsonl").read_text().count("\n") == 15
+    read = lambda d: sorted((cut_dir if d == "cut" else full_dir).joinpath("predictions.jsonl").read_text().splitlines())
+    assert read("cut") == read("full")
+
+
+def test_unprompted_captioning_generates_from_bos(tiny_opt, tiny_t5, tmp_path, capsys):
+    for model in (tiny_opt, tiny_t5):
+        code, _, err = run_cli(["run", "shapes-caption", "-m", str(model), "--prompt-variant", "none", "--limit", "4",
+                                "--results", str(tmp_path), *FAST], capsys)
+        assert code == 0, err
+    for run_json in tmp_path.glob("*/shapes-caption/*/run.json"):
+        record = json.loads(run_json.read_text())
+        assert record["protocol"]["prompt"] == "" and record["overrides"]["prompt_variant"] == "none"
+        lines = [json.loads(l) for l in (run_json.parent / "predictions.jsonl").read_text().splitlines()]
+        assert all(l["prompt"] == "" for l in lines) and any(l["prediction"] for l in lines)

@@ -146,8 +146,10 @@ def test_bad_questions_file(tmp_path: Path, data: object, match: str) -> None:
     ([], "'annotations' list"),
     ({"annotations": ["x"]}, "entry 0 is not an object"),
     ({"annotations": [{"question_id": None}]}, "entry 0 has no integer 'question_id'"),
-    ({"annotations": [{"question_id": 4, "answer_type": "other", "answers": []}]}, "question 4 has no string 'question_type'"),
-    ({"annotations": [{"question_id": 4, "question_type": "what", "answers": []}]}, "no string 'answer_type'"),
+    ({"annotations": [{"question_id": 4, "question_type": 7, "answer_type": "other", "answers": []}]},
+     "question 4 has no string 'question_type'"),
+    ({"annotations": [{"question_id": 4, "question_type": "what", "answer_type": None, "answers": []}]},
+     "no string 'answer_type'"),
     ({"annotations": [{"question_id": 4, "question_type": "what", "answer_type": "o"}]}, "question 4 has no 'answers' list"),
     (annotations_doc([4], n_answers=9), "question 4 has 9 answers, VQAv2 annotations have exactly 10"),
     (annotations_doc([4], n_answers=11), "question 4 has 11 answers"),
@@ -204,3 +206,11 @@ def test_questions_without_prediction_names_count_and_first_ids(tmp_path: Path) 
 def test_unknown_variant_is_rejected_before_reading(tmp_path: Path) -> None:
     one_line_error(score_vqa_files, tmp_path / "q", tmp_path / "a", tmp_path / "p", "eval_ai",
                    match="unknown VQA metric variant 'eval_ai'; valid variants: official, lavis, lmms")
+
+
+def test_annotations_without_types_count_as_unknown(tmp_path):
+    answers = [{"answer": "net", "answer_id": i + 1} for i in range(10)]
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"annotations": [{"question_id": 4, "answers": answers}]}))
+    (ann,) = load_annotations(path)
+    assert ann["question_type"] == "unknown" and ann["answer_type"] == "unknown"

@@ -10,7 +10,7 @@ from evalkit.data.sample_set import SampleSet, file_sha256
 from evalkit.errors import EvalkitError
 from evalkit.samples import Sample
 
-FOLDER_CANDIDATES = ("dataset_coco.json", "dataset_shapes.json", "annotations/captions_val2014.json",
+FOLDER_CANDIDATES = ("dataset_coco.json", "dataset_flickr30k.json", "dataset_shapes.json", "annotations/captions_val2014.json",
                      "annotations/captions_val2017.json", "captions_val2014.json", "captions_val2017.json",
                      "coco_karpathy_test.json")
 
@@ -56,7 +56,8 @@ def _load_karpathy(path: Path, content: dict, split: str, images: Path | None) -
         splits = sorted({e.get("split", "?") for e in content["images"]})
         raise EvalkitError(f"{path}: no images in split {split!r} (splits present: {', '.join(splits)})")
     rel = [str(Path(e.get("filepath", "")) / e["filename"]) for e in entries]
-    root = images or find_image_root([path.parent, path.parent / "images", path.parent.parent], rel)
+    root = images or find_image_root([path.parent, path.parent / "images", path.parent / "flickr30k-images",
+                                      path.parent.parent, path.parent.parent / "flickr30k-images"], rel)
     samples = []
     for entry, rel_path in zip(entries, rel):
         image_id = entry.get("cocoid", entry.get("imgid"))

@@ -115,6 +115,9 @@ def load_annotations(path: str | Path) -> list[dict]:
         if not _is_int(qid):
             raise EvalkitError(f"{what} file {path}: entry {index} has no integer 'question_id'")
         for key in ("question_type", "answer_type"):
+            # Documented rule: an annotation without a type (some trimmed official-format files omit them)
+            # counts under "unknown" in the per-type tables; a type that is present must be a string.
+            ann.setdefault(key, "unknown")
             if not isinstance(ann.get(key), str):
                 raise EvalkitError(f"{what} file {path}: question {qid} has no string {key!r}")
         answers = ann.get("answers")

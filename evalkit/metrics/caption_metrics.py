@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, Union
 
+import pycocoevalcap.meteor.meteor as _meteor_module
 import pycocoevalcap.spice.spice as _spice_module
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -86,8 +87,9 @@ OFFICIAL_KEYS: dict[str, str] = {
 JAVA_STAGES = ("tokenizer", "METEOR", "SPICE")
 
 # Default timeout of a Java step: base seconds + seconds per image. Generous on purpose: they only
-# exist so that a wedged JVM cannot hang an evaluation forever (4,982 images take about 3 s of
-# tokenisation and 10 s of METEOR on one core).
+# exist so that a wedged JVM cannot hang an evaluation forever. Measured on a busy 2-core machine,
+# 4,982 images take ~2 s to tokenise and ~25 s of METEOR (~10 s of it loading the paraphrase
+# table); the defaults for that set are ~370 s and ~800 s.
 _DEFAULT_TIMEOUT = {"tokenizer": (120.0, 0.05), "METEOR": (300.0, 0.1), "SPICE": (600.0, 1.0)}
 
 # Characters that Stanford PTBTokenizer 3.4.1 turns into a line break under -preserveLines
@@ -95,7 +97,7 @@ _DEFAULT_TIMEOUT = {"tokenizer": (120.0, 0.05), "METEOR": (300.0, 0.1), "SPICE":
 _PTB_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\u2028\u2029]")
 
 _PTB_JAR = Path(_ptb.__file__).resolve().parent / _ptb.STANFORD_CORENLP_3_4_1_JAR
-_METEOR_DIR = Path(Meteor.__module__ and __import__(Meteor.__module__, fromlist=["x"]).__file__).resolve().parent
+_METEOR_DIR = Path(_meteor_module.__file__).resolve().parent
 _SPICE_DIR = Path(_spice_module.__file__).resolve().parent
 _SPICE_CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 
@@ -107,9 +109,10 @@ class CaptionScores:
     Attributes:
         corpus: metric name -> corpus score on the 0-100 scale (official value * 100). Keys:
             ``BLEU-1..4``, ``METEOR``, ``ROUGE-L``, ``CIDEr``, plus ``SPICE`` when it ran.
-        per_image: image id -> {metric -> per-image score, 0-100}. For BLEU these are the
-            sentence-level scores ``BleuScorer`` reports (the corpus BLEU is not their mean); for
-            METEOR, ROUGE-L, CIDEr and SPICE the corpus score is the mean of these.
+        per_image: image id -> {metric -> per-image score, 0-100}, as in the official
+            ``COCOEvalCap.imgToEval``. ROUGE-L, CIDEr and SPICE corpus scores are the mean of
+            these; BLEU (sentence-level ``BleuScorer`` scores) and METEOR (corpus score from the
+            pooled statistics) are not.
         skipped: metric name -> why it was not computed (e.g. SPICE offline).
         n_images: number of images scored.
         scale: always ``"0-100"``.
@@ -208,10 +211,13 @@ def _tail(stream: IO[bytes] | None, n_chars: int = 300) -> str:
 def _run_java(cmd: list[str], *, stage: str, cwd: str | Path, env: dict[str, str], timeout: float) -> None:
     """Run a Java command to completion; kill its process group and raise on timeout/failure."""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise EvalkitError(f"cannot start Java for {stage} ({cmd[0]}): {exc}") from None
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -376,13 +382,18 @@ class _GuardedMeteor(Meteor):
 
     def __init__(self, java: str) -> None:  # noqa: D107 - deliberately not calling Meteor.__init__
         self.meteor_cmd = [java, *self.ARGS]
-        self.stderr_file = tempfile.TemporaryFile()
-        self.meteor_p = subprocess.Popen(
-            self.meteor_cmd, cwd=_METEOR_DIR, env=_java_env(java), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.stderr_file, start_new_session=True,
-        )
+        self.meteor_p: subprocess.Popen | None = None
         self.lock = threading.Lock()
         self.timed_out = threading.Event()
+        self.stderr_file = tempfile.TemporaryFile()
+        try:
+            self.meteor_p = subprocess.Popen(
+                self.meteor_cmd, cwd=_METEOR_DIR, env=_java_env(java), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self.stderr_file, start_new_session=True,
+            )
+        except OSError as exc:
+            self.stderr_file.close()
+            raise EvalkitError(f"cannot start Java for METEOR ({java}): {exc}") from None
 
     def kill_for_timeout(self) -> None:
         self.timed_out.set()
@@ -391,20 +402,20 @@ class _GuardedMeteor(Meteor):
     def close(self) -> None:
         """Stop the METEOR JVM and release its pipes (idempotent)."""
         proc = getattr(self, "meteor_p", None)
-        if proc is None:
-            return
-        for stream in (proc.stdin,):
+        if proc is not None:
             try:
-                if stream:
-                    stream.close()
-            except OSError:
+                if proc.stdin:
+                    proc.stdin.close()
+            except OSError:  # broken pipe: Java already gone
                 pass
-        _kill_process_group(proc)
-        proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
-        self.meteor_p = None
-        self.stderr_file.close()
+            _kill_process_group(proc)
+            proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+            self.meteor_p = None
+        stderr_file = getattr(self, "stderr_file", None)
+        if stderr_file is not None:
+            stderr_file.close()
 
     def __del__(self) -> None:
         self.close()
@@ -424,8 +435,12 @@ def _meteor_scores(
                 f"METEOR (Java) did not finish within {timeout:g} s and was killed; "
                 "raise the METEOR timeout (timeout_s) if the machine is just slow"
             ) from None
-        proc = meteor.meteor_p
-        rc = proc.poll() if proc is not None else None
+        rc = None
+        if meteor.meteor_p is not None:
+            try:
+                rc = meteor.meteor_p.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # alive but answering garbage
+                pass
         raise EvalkitError(
             f"METEOR (Java) failed (exit code {rc}, {type(exc).__name__}): {_tail(meteor.stderr_file)}"
         ) from None
@@ -559,7 +574,9 @@ def score_captions(
         for i, s in zip(ids, scores):
             per_image[i][metric] = 100.0 * float(s)
 
-    meteor = _GuardedMeteor(java)  # start now: its JVM loads while we tokenise
+    # Start the METEOR JVM first: loading its paraphrase table (~10 s of CPU) overlaps with
+    # tokenisation, BLEU, ROUGE-L and CIDEr, and METEOR is scored last.
+    meteor = _GuardedMeteor(java)
     try:
         t = time.perf_counter()
         tok_refs, tok_preds = _tokenize_ordered(
@@ -575,18 +592,18 @@ def score_captions(
         timings["BLEU"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        record("ROUGE-L", *Rouge().compute_score(gts, res))
+        timings["ROUGE-L"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        record("CIDEr", *Cider().compute_score(gts, res))
+        timings["CIDEr"] = time.perf_counter() - t
+
+        t = time.perf_counter()
         record("METEOR", *_meteor_scores(meteor, gts, res, _stage_timeout(timeout_s, "METEOR", n)))
         timings["METEOR"] = time.perf_counter() - t
     finally:
         meteor.close()
-
-    t = time.perf_counter()
-    record("ROUGE-L", *Rouge().compute_score(gts, res))
-    timings["ROUGE-L"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    record("CIDEr", *Cider().compute_score(gts, res))
-    timings["CIDEr"] = time.perf_counter() - t
 
     if run_spice:
         t = time.perf_counter()
@@ -594,4 +611,5 @@ def score_captions(
         timings["SPICE"] = time.perf_counter() - t
 
     timings["total"] = time.perf_counter() - start
+    corpus = {name: corpus[name] for name in OFFICIAL_KEYS if name in corpus}  # official order
     return CaptionScores(corpus=corpus, per_image=per_image, skipped=skipped, n_images=n, timings_s=timings)

@@ -37,14 +37,16 @@ for, quirks included:
   0.63; Python 3 gives 0.62), ``sum`` adds left to right (Python >= 3.12's ``sum``
   compensates), ``\\d`` matches only ASCII digits, ``lower()`` uses Python 2.7's
   Unicode 5.2 simple case mapping ("İ" -> "i", final sigma not special) and U+180E
-  counts as whitespace.
+  counts as whitespace. (The case table was measured against Python 3.10-3.13; a later
+  Unicode version that adds new case pairs would need the table extended.)
 
 ``variant="lavis"`` is salesforce/LAVIS ``lavis/common/vqa_tools/vqa_eval.py`` (the
 pre-2021 official script, run under Python 3): the prediction is always stripped and
 fully normalised; the human answers are not whitespace-cleaned and, when not all
 identical, only get the punctuation step (no lowercasing, no number words, no
 articles, and no re-joining, so "red?" becomes "red " and never matches). Python 3
-``round``/``sum``/``re``.
+``round`` and ``re``, and the running interpreter's ``sum``. (LAVIS's optional spaCy
+lemmatiser is a model-side option, off in its BLIP-2 VQAv2 configs; not part of this.)
 
 ``variant="lmms"`` is EvolvingLMMs-Lab/lmms-eval ``tasks/vqav2/utils.py`` since commit
 28ea9a11 (Aug 2025): both sides are always cleaned and fully normalised, with a

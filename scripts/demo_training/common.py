@@ -12,7 +12,9 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BlipImageProcessor, Blip2Processor, PreTrainedTokenizerFast
 
-from evalkit.demo.shapes import CAPTION_PROMPT, IMAGE_SIZE, VQA_PROMPT, ShapesSplit, generate_split
+from evalkit.demo.shapes import (
+    CAPTION_PROMPT, COLOR_NAMES, GRID, IMAGE_SIZE, SHAPES, VQA_PROMPT, ShapesSplit, generate_split,
+)
 
 IMAGE_TOKEN = "<image>"
 
@@ -174,6 +176,7 @@ class TrainData:
     pixel_values: torch.Tensor  # [N, 3, H, W] float32, exactly what the saved processor produces
     captions: list[list[str]]  # per image
     qa: list[list[tuple[str, str]]]  # per image: (question, canonical answer)
+    cells: torch.Tensor  # [N, 9] long: 0 = empty cell, else 1 + colour * 3 + shape (auxiliary vision target)
 
 
 def make_train_data(image_processor, n_images: int, seed: int) -> TrainData:
@@ -186,7 +189,11 @@ def make_train_data(image_processor, n_images: int, seed: int) -> TrainData:
     qa: list[list[tuple[str, str]]] = [[] for _ in split.images]
     for q in split.questions:
         qa[q.image_id - 1].append((q.question, q.answer))
-    return TrainData(pv, [list(im.captions) for im in split.images], qa)
+    cells = torch.zeros(len(split.images), GRID * GRID, dtype=torch.long)
+    for k, im in enumerate(split.images):
+        for o in im.objects:
+            cells[k, o.row * GRID + o.col] = 1 + COLOR_NAMES.index(o.color) * len(SHAPES) + SHAPES.index(o.shape)
+    return TrainData(pv, [list(im.captions) for im in split.images], qa, cells)
 
 
 def sample_tasks(rng: random.Random, data: TrainData, idx: list[int], p_caption: float = 0.5):

@@ -7,6 +7,7 @@ import random
 import time
 
 import torch
+from torch import nn
 from transformers import (
     Blip2Config,
     Blip2ForConditionalGeneration,
@@ -21,10 +22,10 @@ from evalkit.demo.shapes import IMAGE_SIZE
 
 from .common import IMAGE_TOKEN, TrainData, sample_tasks
 
-NUM_QUERY_TOKENS = 8
+NUM_QUERY_TOKENS = 9  # one per cell of the generator's 3x3 layout grid (see vision.py)
 
 
-def _vision_qformer_configs(hidden: int = 96, layers: int = 2):
+def vision_qformer_configs(hidden: int = 96, layers: int = 2, text_input: bool = False):
     vision = Blip2VisionConfig(
         hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers, num_attention_heads=4,
         image_size=IMAGE_SIZE, patch_size=8, initializer_range=0.02, attention_dropout=0.0,
@@ -33,6 +34,7 @@ def _vision_qformer_configs(hidden: int = 96, layers: int = 2):
         vocab_size=32, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=4 * hidden, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         max_position_embeddings=64, cross_attention_frequency=1, encoder_hidden_size=hidden,
+        use_qformer_text_input=text_input,
     )
     return vision, qformer
 
@@ -43,7 +45,7 @@ def _vocab_size(tokenizer) -> int:
 
 def build_opt_model(tokenizer, seed: int) -> Blip2ForConditionalGeneration:
     torch.manual_seed(seed)
-    vision, qformer = _vision_qformer_configs()
+    vision, qformer = vision_qformer_configs()
     text = OPTConfig(
         vocab_size=_vocab_size(tokenizer), hidden_size=128, word_embed_proj_dim=128, ffn_dim=512,
         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, dropout=0.0,
@@ -60,7 +62,7 @@ def build_opt_model(tokenizer, seed: int) -> Blip2ForConditionalGeneration:
 
 def build_t5_model(tokenizer, seed: int) -> Blip2ForConditionalGeneration:
     torch.manual_seed(seed)
-    vision, qformer = _vision_qformer_configs()
+    vision, qformer = vision_qformer_configs()
     text = T5Config(
         vocab_size=_vocab_size(tokenizer), d_model=128, d_kv=32, d_ff=256, num_layers=2, num_decoder_layers=2,
         num_heads=4, relative_attention_num_buckets=16, relative_attention_max_distance=64, dropout_rate=0.0,
@@ -124,33 +126,67 @@ def t5_batch(tokenizer, tasks, nq: int, image_token_id: int):
     return {"input_ids": ids, "attention_mask": att, "labels": labels}
 
 
+@torch.no_grad()
+def vision_embeds(vision_model, pixel_values: torch.Tensor, chunk: int = 500) -> torch.Tensor:
+    """Frozen image-encoder outputs for the whole training set (computed once)."""
+    vision_model.eval()
+    return torch.cat([vision_model(pixel_values=pixel_values[i : i + chunk]).last_hidden_state
+                      for i in range(0, pixel_values.shape[0], chunk)])
+
+
+def _lm_loss(model, image_embeds: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Blip2ForConditionalGeneration.forward from precomputed (frozen) image-encoder outputs."""
+    q = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
+    qo = model.qformer(query_embeds=q, encoder_hidden_states=image_embeds,
+                       encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long)).last_hidden_state
+    lm_in = model.language_projection(qo)
+    ids = batch["input_ids"]
+    emb = model.language_model.get_input_embeddings()(ids)
+    mask = (ids == model.config.image_token_index).unsqueeze(-1).expand_as(emb)
+    emb = emb.masked_scatter(mask, lm_in.to(emb.dtype))
+    if model.config.use_decoder_only_language_model:
+        logits = model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"]
+        return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                           ignore_index=-100)
+    return model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"],
+                                labels=batch["labels"]).loss
+
+
 def train_generative(model, tokenizer, data: TrainData, kind: str, steps: int, batch_size: int, lr: float,
-                     seed: int, log_every: int = 50, time_budget_s: float | None = None) -> dict:
+                     seed: int, log_every: int = 50) -> dict:
+    """Train Q-Former + projection + language model; the (pre-trained) image encoder stays frozen."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     nq = model.config.num_query_tokens
     img_tok = model.config.image_token_index
     make = opt_batch if kind == "opt" else t5_batch
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    t0 = time.time()
+    for p in model.vision_model.parameters():
+        p.requires_grad_(False)
+    feats = vision_embeds(model.vision_model, data.pixel_values)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))) * 0.95 + 0.05)
     model.train()
-    n = data.pixel_values.shape[0]
-    t0 = time.time()
+    n = feats.shape[0]
     ema = None
     for step in range(steps):
         idx = [rng.randrange(n) for _ in range(batch_size)]
         batch = make(tokenizer, sample_tasks(rng, data, idx), nq, img_tok)
-        out = model(pixel_values=data.pixel_values[idx], **batch)
+        loss = _lm_loss(model, feats[idx], batch)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        ema = out.loss.item() if ema is None else 0.95 * ema + 0.05 * out.loss.item()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if (step + 1) % log_every == 0 or step == 0:
             print(f"  [{kind}] step {step + 1}/{steps} loss {ema:.4f} lr {sched.get_last_lr()[0]:.2e} "
                   f"{time.time() - t0:.0f}s", flush=True)
+    for p in model.vision_model.parameters():
+        p.requires_grad_(True)
     model.eval()
     return {"steps": steps, "final_loss": ema, "train_s": time.time() - t0}

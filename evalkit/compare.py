@@ -1,0 +1,490 @@
+"""`evalkit compare`: is the candidate run better or worse than the baseline, beyond sampling noise?
+
+Two runs of the same task on the same samples are compared metric by metric: the difference
+(candidate - baseline) of the official numbers, a paired-bootstrap confidence interval (see
+evalkit.bootstrap) and a verdict with a tolerance ``tol`` (absolute points, 0-100 scale):
+
+* ``regression``: the CI's upper bound < -tol (the candidate is worse by more than tol, at 95%);
+* ``improvement``: the CI's lower bound > +tol;
+* ``no significant change``: otherwise.
+
+Resampling units: images for captioning (corpus CIDEr and BLEU re-scored on each resample; METEOR,
+ROUGE-L and SPICE as per-image means), questions for VQA, and for retrieval the image queries
+(txt_r*) and the text queries (img_r*), drawn independently in each resample.
+
+Exit codes (for CI): 0 no regression, 1 at least one metric regressed, 2 the runs are not
+comparable (different task, data, sample ids, scorer or protocol; ``allow_protocol_change`` lets
+a deliberate protocol change through).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from evalkit.bootstrap import BleuCorpus, CiderCorpus, Interval, Weights, paired_bootstrap, ratio_diff, verdict
+from evalkit.errors import EvalkitError
+from evalkit.reference_numbers import references_for_run, run_model_names
+from evalkit.results_index import RunInfo, overrides_text
+
+EXIT_OK, EXIT_REGRESSION, EXIT_NOT_COMPARABLE = 0, 1, 2
+CAPTION_CORPUS_BLEU = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
+RETRIEVAL_TXT = ("txt_r1", "txt_r5", "txt_r10")
+RETRIEVAL_IMG = ("img_r1", "img_r5", "img_r10")
+SAMPLE_SCORE_OF_KIND = {"caption": "CIDEr", "vqa": "accuracy", "retrieval": "text_rank"}
+
+
+def run_summary(run: RunInfo) -> dict:
+    """What identifies a run in compare/report output."""
+    return {"path": str(run.path), "run_id": run.run_id, "model": run.model, "task": run.task, "split": run.split,
+            "created": run.created, "protocol_fingerprint": run.fingerprint, "overrides": run.overrides,
+            "reportable": run.reportable, "not_reportable_reasons": run.not_reportable_reasons,
+            "n_samples": (run.record.get("counts") or {}).get("samples")}
+
+
+def _short(value, n: int = 16) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= n else text[:n - 4] + "…"
+
+
+def comparability(base: RunInfo, cand: RunInfo, allow_protocol_change: bool = False) -> tuple[list[dict], list[str]]:
+    """(blocking differences, notes). Each difference names the run.json field that differs."""
+    blocking: list[dict] = []
+    notes: list[str] = []
+    bh, ch = base.record.get("journal_header") or {}, cand.record.get("journal_header") or {}
+
+    def differ(field: str, a, b, why: str) -> None:
+        blocking.append({"field": field, "baseline": a, "candidate": b, "why": why})
+
+    if base.task != cand.task:
+        differ("task.name", base.task, cand.task, "different tasks")
+    elif str(base.record["task"].get("version")) != str(cand.record["task"].get("version")):
+        differ("task.version", base.record["task"].get("version"), cand.record["task"].get("version"),
+               "different versions of the task")
+    if bh.get("data") != ch.get("data"):
+        differ("journal_header.data", bh.get("data"), ch.get("data"),
+               "different data (annotation files, split or --limit)")
+    if bh.get("sample_ids") != ch.get("sample_ids"):
+        differ("journal_header.sample_ids", bh.get("sample_ids"), ch.get("sample_ids"), "different samples")
+    bv, cv = (base.record.get("details") or {}).get("vqa_metric"), (cand.record.get("details") or {}).get("vqa_metric")
+    if base.kind == "vqa" and cand.kind == "vqa" and bv != cv:
+        differ("details.vqa_metric", bv, cv, "scored with different VQA accuracy rules")
+    if base.fingerprint != cand.fingerprint:
+        fields = protocol_differences(base, cand)
+        shown = ", ".join(f"{k}: {_short(a, 48)} -> {_short(b, 48)}" for k, (a, b) in fields.items()) or "?"
+        if allow_protocol_change:
+            notes.append(f"protocols differ ({shown}); compared deliberately (--allow-protocol-change)")
+        else:
+            why = f"different decoding protocols ({shown})"
+            if not base.overrides and not cand.overrides:
+                why += "; both are the task's default protocol for their model family"
+            differ("protocol_fingerprint", base.fingerprint, cand.fingerprint,
+                   why + "; pass --allow-protocol-change to compare them deliberately")
+    if not base.metrics or not cand.metrics:
+        differ("metrics", bool(base.metrics), bool(cand.metrics), "a run without metrics (a split without answers)")
+    if base.path.resolve() == cand.path.resolve():
+        notes.append("baseline and candidate are the same run folder")
+    if bh.get("dtype") and ch.get("dtype") and bh.get("dtype") != ch.get("dtype"):
+        notes.append(f"dtypes differ ({bh.get('dtype')} vs {ch.get('dtype')})")
+    if bh.get("weights_sha256") and bh.get("weights_sha256") == ch.get("weights_sha256"):
+        notes.append("same model weights in both runs")
+    for label, run in (("baseline", base), ("candidate", cand)):
+        if not run.reportable:
+            notes.append(f"{label} is not reportable: {'; '.join(run.not_reportable_reasons) or 'see run.json'}")
+    return blocking, notes
+
+
+def protocol_differences(base: RunInfo, cand: RunInfo) -> dict[str, tuple]:
+    """Protocol fields whose values differ between the two runs."""
+    a, b = base.record.get("protocol") or {}, cand.record.get("protocol") or {}
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def not_comparable_message(blocking: list[dict]) -> str:
+    """One line naming each field that differs."""
+    parts = [f"{d['field']} differs ({_short(d['baseline'])} vs {_short(d['candidate'])}: {d['why']})"
+             for d in blocking]
+    return "runs are not comparable: " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# per-kind statistics
+# --------------------------------------------------------------------------------------------
+
+
+def _aligned(base: RunInfo, cand: RunInfo, prefix: str = "") -> list[str]:
+    ids_b = [i for i in base.sample_scores() if i.startswith(prefix)]
+    ids_c = {i for i in cand.sample_scores() if i.startswith(prefix)}
+    if set(ids_b) != ids_c:
+        missing = sorted(set(ids_b) ^ ids_c)
+        raise _NotComparable([{"field": "sample_scores.jsonl ids", "baseline": len(ids_b), "candidate": len(ids_c),
+                               "why": f"{len(missing)} sample ids in only one run (first: {missing[0]})"}])
+    return ids_b
+
+
+class _NotComparable(Exception):
+    def __init__(self, blocking: list[dict]):
+        super().__init__(not_comparable_message(blocking))
+        self.blocking = blocking
+
+
+def _column(run: RunInfo, ids: list[str], metric: str) -> np.ndarray | None:
+    scores = run.sample_scores()
+    values = [scores[i].get(metric) for i in ids]
+    if any(v is None for v in values):
+        return None
+    return np.asarray(values, dtype=np.float64)
+
+
+def _vqa_answer_types(run: RunInfo, ids: list[str]) -> list[str] | None:
+    """Each question's answer type: from predictions.jsonl ``extra.answer_type``, else from the VQAv2
+    annotation file beside the questions file named in run.json (only if its sha256 matches)."""
+    preds = run.predictions()
+    types = [((preds.get(i) or {}).get("extra") or {}).get("answer_type") for i in ids]
+    if all(types):
+        return [str(t) for t in types]
+    data = run.record.get("data") or {}
+    source, wanted = data.get("source"), data.get("annotations_sha256")
+    if data.get("format") != "vqav2" or not source or not wanted:
+        return None
+    questions = Path(source)
+    subtype = str(data.get("data_subtype") or data.get("split") or "")
+    candidates = [questions.with_name(questions.name.replace("OpenEnded_", "").replace("questions", "annotations"))]
+    if questions.parent.is_dir():
+        candidates += sorted(questions.parent.glob(f"*{subtype}*annotations.json"))
+    from evalkit.data.sample_set import file_sha256
+
+    for path in candidates:
+        if path.is_file() and path != questions and file_sha256(path) == wanted:
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                return None
+            entries = content.get("annotations", []) if isinstance(content, dict) else content
+            by_id = {str(a.get("question_id")): a.get("answer_type") for a in entries}
+            found = [by_id.get(i) for i in ids]
+            return [str(t) for t in found] if all(found) else None
+    return None
+
+
+def _caption_tokens(base: RunInfo, cand: RunInfo, ids: list[str]):
+    """(PTB-tokenised references, {"b": baseline captions, "c": candidate captions}), one JVM; or
+    (None, why) when they cannot be re-scored (no Java, no references in predictions.jsonl)."""
+    from evalkit.metrics.caption_metrics import tokenize_captions
+
+    preds_b, preds_c = base.predictions(), cand.predictions()
+    missing = [i for i in ids if i not in preds_b or i not in preds_c]
+    if missing:
+        raise EvalkitError(f"{len(missing)} scored images have no line in predictions.jsonl (first: {missing[0]})")
+    if any(not preds_b[i].get("references") for i in ids):
+        return None, "predictions.jsonl lacks the references"
+    refs = {f"{side}:{i}": list(preds_b[i]["references"]) for side in "bc" for i in ids}
+    captions = {f"b:{i}": str(preds_b[i].get("prediction", "")) for i in ids}
+    captions.update({f"c:{i}": str(preds_c[i].get("prediction", "")) for i in ids})
+    try:
+        tok_refs, tok_preds = tokenize_captions(refs, captions)
+    except EvalkitError as err:
+        if "java" in str(err).lower():
+            return None, "Java not found for the PTB tokenizer"
+        raise
+    refs_out = {i: tok_refs[f"b:{i}"] for i in ids}
+    return (refs_out, {"b": {i: tok_preds[f"b:{i}"] for i in ids}, "c": {i: tok_preds[f"c:{i}"] for i in ids}}), ""
+
+
+def _cider_diff(corpus: CiderCorpus):
+    def fn(weights: Weights) -> float:
+        scores = corpus.scores(weights["images"])
+        return scores["c"] - scores["b"]
+
+    return fn
+
+
+def _bleu_diff(corpus: BleuCorpus, metric: str):
+    def fn(weights: Weights) -> float:
+        scores = corpus.scores(weights["images"])
+        return scores["c"][metric] - scores["b"][metric]
+
+    return fn
+
+
+def _statistics(base: RunInfo, cand: RunInfo, metrics: list[str]):
+    """(diff functions, unit sizes, method per metric, unit per metric, reasons without CI)."""
+    kind = base.kind
+    fns, sizes, method, unit, no_ci = {}, {}, {}, {}, {}
+    if kind == "vqa":
+        ids = _aligned(base, cand)
+        sizes["questions"] = len(ids)
+        b, c = _column(base, ids, "accuracy"), _column(cand, ids, "accuracy")
+        if b is None or c is None:
+            raise EvalkitError("sample_scores.jsonl lacks per-question 'accuracy'")
+        types = None
+        for name in metrics:
+            unit[name] = "questions"
+            if name == "accuracy":
+                fns[name], method[name] = ratio_diff("questions", b, c), "mean of per-question VQA accuracy"
+            elif name.startswith("accuracy/"):
+                if types is None:
+                    types = _vqa_answer_types(base, ids) or []
+                wanted = name.split("/", 1)[1]
+                if not types:
+                    no_ci[name] = "per-question answer types not recorded (no extra.answer_type, no annotation file)"
+                    continue
+                mask = np.asarray([t == wanted for t in types], dtype=np.float64)
+                if not mask.any():
+                    no_ci[name] = f"no question of answer type {wanted!r}"
+                    continue
+                fns[name] = ratio_diff("questions", b, c, den=mask)
+                method[name] = f"mean per-question accuracy over answer type {wanted!r}"
+            else:
+                no_ci[name] = "no per-question scores for this metric"
+    elif kind == "retrieval":
+        img_ids, txt_ids = _aligned(base, cand, "image:"), _aligned(base, cand, "text:")
+        sizes["image queries"], sizes["text queries"] = len(img_ids), len(txt_ids)
+        parts = {}
+        for name in RETRIEVAL_TXT:
+            b, c = _column(base, img_ids, name), _column(cand, img_ids, name)
+            if b is not None and c is not None:
+                parts[name] = ratio_diff("image queries", 100.0 * b, 100.0 * c)
+        for name in RETRIEVAL_IMG:
+            b, c = _column(base, txt_ids, name), _column(cand, txt_ids, name)
+            if b is not None and c is not None:
+                parts[name] = ratio_diff("text queries", 100.0 * b, 100.0 * c)
+
+        def mean_of(names):
+            chosen = [parts[n] for n in names]
+            return lambda w: float(np.mean([fn(w) for fn in chosen]))
+
+        combos = {"txt_r_mean": RETRIEVAL_TXT, "img_r_mean": RETRIEVAL_IMG, "r_mean": RETRIEVAL_TXT + RETRIEVAL_IMG}
+        for name in metrics:
+            if name in parts:
+                fns[name] = parts[name]
+                unit[name] = "image queries" if name in RETRIEVAL_TXT else "text queries"
+                method[name] = "recall over queries"
+            elif name in combos and all(n in parts for n in combos[name]):
+                fns[name] = mean_of(combos[name])
+                unit[name] = {"txt_r_mean": "image queries", "img_r_mean": "text queries"}.get(
+                    name, "image + text queries")
+                method[name] = "mean of the recalls, each over its queries"
+            else:
+                no_ci[name] = "no per-query hits for this metric"
+    elif kind == "caption":
+        ids = _aligned(base, cand)
+        sizes["images"] = len(ids)
+        wants_corpus = [m for m in metrics if m == "CIDEr" or m in CAPTION_CORPUS_BLEU]
+        tokens, why_not = _caption_tokens(base, cand, ids) if wants_corpus else (None, "")
+        cider = bleu = None
+        if tokens is not None:
+            tok_refs, tok_preds = tokens
+            if "CIDEr" in metrics:
+                cider = CiderCorpus(ids, tok_refs, tok_preds)
+            if any(m in CAPTION_CORPUS_BLEU for m in metrics):
+                bleu = BleuCorpus(ids, tok_refs, tok_preds)
+        for name in metrics:
+            unit[name] = "images"
+            if name == "CIDEr" and cider is not None:
+                fns[name] = _cider_diff(cider)
+                method[name] = "corpus CIDEr re-scored on each resample (idf of the resample)"
+                continue
+            if name in CAPTION_CORPUS_BLEU and bleu is not None:
+                fns[name] = _bleu_diff(bleu, name)
+                method[name] = "corpus BLEU re-scored on each resample"
+                continue
+            b, c = _column(base, ids, name), _column(cand, ids, name)
+            if b is None or c is None:
+                no_ci[name] = "no per-image scores for this metric"
+                continue
+            fns[name] = ratio_diff("images", b, c)
+            method[name] = "mean of per-image scores"
+            if name in wants_corpus:
+                method[name] += f" (not re-scored as a corpus metric: {why_not})"
+    else:
+        raise EvalkitError(f"cannot compare runs of task kind {kind!r}")
+    return fns, sizes, method, unit, no_ci
+
+
+def changed_samples(base: RunInfo, cand: RunInfo) -> list[dict]:
+    """Samples whose prediction (or, for retrieval, the rank of the first right caption) changed."""
+    preds_b, preds_c = base.predictions(), cand.predictions()
+    scores_b, scores_c = base.sample_scores(), cand.sample_scores()
+    score_name = SAMPLE_SCORE_OF_KIND.get(base.kind, "")
+    prefix = "image:" if base.kind == "retrieval" else ""
+    changed = []
+    for sample_id, line in preds_b.items():
+        other = preds_c.get(sample_id)
+        if other is None:
+            continue
+        key = prefix + sample_id
+        sb = (scores_b.get(key) or {}).get(score_name)
+        sc = (scores_c.get(key) or {}).get(score_name)
+        if line.get("prediction", "") != other.get("prediction", "") or sb != sc:
+            changed.append({"id": sample_id, "baseline": line.get("prediction", ""),
+                            "candidate": other.get("prediction", ""), "score": score_name,
+                            "baseline_score": sb, "candidate_score": sc})
+    return changed
+
+
+def compare_runs(base: RunInfo, cand: RunInfo, *, n_boot: int = 1000, seed: int = 0, tolerance: float = 0.0,
+                 metrics: Iterable[str] | None = None, allow_protocol_change: bool = False,
+                 level: float = 0.95) -> dict:
+    """The full comparison as plain data; ``result["exit_code"]`` is 0, 1 or 2 (see module docstring)."""
+    if tolerance < 0:
+        raise EvalkitError(f"--tolerance must be >= 0 (got {tolerance})")
+    blocking, notes = comparability(base, cand, allow_protocol_change)
+    result = {"baseline": run_summary(base), "candidate": run_summary(cand), "task": base.task, "kind": base.kind,
+              "notes": notes, "tolerance": tolerance, "n_boot": n_boot, "seed": seed, "level": level,
+              "verdict_rule": f"tol = {tolerance:g}: regression if the CI's upper bound < -tol, improvement if "
+                              "its lower bound > +tol, else no significant change",
+              "protocol_change": base.fingerprint != cand.fingerprint}
+    if blocking:
+        return {**result, "comparable": False, "differences": blocking, "exit_code": EXIT_NOT_COMPARABLE,
+                "message": not_comparable_message(blocking)}
+    names = [m for m in base.metrics if m in cand.metrics]
+    if metrics:
+        wanted = list(metrics)
+        unknown = [m for m in wanted if m not in names]
+        if unknown:
+            raise EvalkitError(f"metric {unknown[0]!r} is not in both runs (metrics: {', '.join(names)})")
+        names = [m for m in names if m in wanted]
+    try:
+        fns, sizes, method, unit, no_ci = _statistics(base, cand, names)
+    except _NotComparable as err:
+        return {**result, "comparable": False, "differences": err.blocking, "exit_code": EXIT_NOT_COMPARABLE,
+                "message": str(err)}
+    observed = {m: cand.metrics[m] - base.metrics[m] for m in names}
+    intervals: dict[str, Interval] = paired_bootstrap(fns, sizes, observed, n_boot, seed, level) if fns else {}
+    rows = []
+    for name in names:
+        ci = intervals.get(name)
+        rows.append({"metric": name, "baseline": base.metrics[name], "candidate": cand.metrics[name],
+                     "difference": observed[name], "ci_low": ci.low if ci else None,
+                     "ci_high": ci.high if ci else None,
+                     "verdict": verdict(ci.low if ci else None, ci.high if ci else None, tolerance),
+                     "method": method.get(name) or no_ci.get(name, ""), "unit": unit.get(name, ""),
+                     "n": sizes.get(unit.get(name, ""), sum(sizes.values()) if unit.get(name) else None),
+                     "rescored_difference": ci.full if ci else None, "std_error": ci.std_error if ci else None})
+    changed = changed_samples(base, cand)
+    regressions = [r["metric"] for r in rows if r["verdict"] == "regression"]
+    return {**result, "comparable": True, "units": sizes, "metrics": rows, "regressions": regressions,
+            "improvements": [r["metric"] for r in rows if r["verdict"] == "improvement"],
+            "changed_samples": {"count": len(changed), "of": len(base.predictions()), "samples": changed},
+            "exit_code": EXIT_REGRESSION if regressions else EXIT_OK}
+
+
+def compare_with_reference(run: RunInfo, which: str = "paper") -> dict:
+    """A run's metrics against the published numbers (no CI: the paper gives none)."""
+    kinds = {"paper": ("paper",), "lavis": ("lavis",), "all": ("paper", "lavis")}
+    if which not in kinds:
+        raise EvalkitError(f"--reference must be paper, lavis or all (got {which!r})")
+    refs = [r for r in references_for_run(run.record) if r.kind in kinds[which]]
+    if not refs:
+        from evalkit.reference_numbers import load_references
+
+        names = run_model_names(run.record)
+        known = sorted({f"{r.task}/{r.split}" for r in load_references() if r.model in names and r.kind in kinds[which]})
+        hint = f"; {which} numbers exist for this model on: {', '.join(known)}" if known else \
+            "; see evalkit/reference_numbers.json for the models and tasks covered"
+        raise EvalkitError(f"no {which} reference numbers for model {run.model} on {run.task} split "
+                           f"{run.split or '?'}{hint}")
+    notes = []
+    if run.overrides:
+        notes.append(f"this run's protocol differs from the task default ({overrides_text(run.overrides)}); "
+                     "the references use the default protocol")
+    if not run.reportable:
+        notes.append(f"this run is not reportable: {'; '.join(run.not_reportable_reasons)}")
+    rows = []
+    for ref in refs:
+        value = run.metrics.get(ref.metric)
+        rows.append({"metric": ref.metric, "value": value, "reference": ref.value,
+                     "difference": None if value is None else value - ref.value, "kind": ref.kind,
+                     "source": ref.source, "source_text": ref.source_text, "protocol": ref.protocol,
+                     "derived": ref.derived})
+    return {"run": run_summary(run), "reference": which, "rows": rows, "notes": notes, "exit_code": EXIT_OK}
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value, digits: int = 2, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def md_escape(text: str) -> str:
+    """A string safe inside a Markdown table cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    align = align or ["l"] * len(header)
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |",
+             "|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|"]
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _describe(summary: dict) -> str:
+    text = f"{summary['model']} · {summary['task']} ({summary['split']}) · run {summary['run_id']} · " \
+           f"protocol {summary['protocol_fingerprint'][:8]}"
+    if summary.get("overrides"):
+        text += f" ({overrides_text(summary['overrides'])})"
+    return text + f" · {summary['path']}"
+
+
+def render_comparison(result: dict, show_changed: int = 10) -> str:
+    """Markdown: header lines, the metric table, the changed samples."""
+    out = [f"**baseline**: {_describe(result['baseline'])}  ", f"**candidate**: {_describe(result['candidate'])}", ""]
+    if not result["comparable"]:
+        out.append(f"**not comparable** (exit {result['exit_code']}):")
+        out += [f"- `{d['field']}` differs: {_short(d['baseline'])} vs {_short(d['candidate'])} — {d['why']}"
+                for d in result["differences"]]
+        return "\n".join(out) + "\n"
+    level = int(round(result["level"] * 100))
+    units = ", ".join(f"{n} {u}" for u, n in result["units"].items())
+    out.append(f"Paired bootstrap over {units}; {result['n_boot']} resamples, seed {result['seed']}; "
+               f"{result['verdict_rule']} (points, 0-100 scale).")
+    out.append("")
+    rows = [[r["metric"], _fmt(r["baseline"]), _fmt(r["candidate"]), _fmt(r["difference"], signed=True),
+             "—" if r["ci_low"] is None else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]", r["verdict"], r["method"]]
+            for r in result["metrics"]]
+    out.append(_md_table(["metric", "baseline", "candidate", "Δ (cand − base)", f"{level}% CI", "verdict", "method"],
+                         rows, ["l", "r", "r", "r", "r", "l", "l"]))
+    out.append("")
+    for note in result["notes"]:
+        out.append(f"- note: {note}")
+    changed = result["changed_samples"]
+    out.append(f"\nChanged predictions: {changed['count']} of {changed['of']} samples"
+               + (f" (first {min(show_changed, changed['count'])}; all in --json)" if changed["count"] else "") + ".")
+    if changed["count"] and show_changed > 0:
+        out.append("")
+        out.append(_md_table(["id", "baseline", "candidate", f"{changed['samples'][0]['score']} base → cand"],
+                             [[s["id"], _clip(s["baseline"]), _clip(s["candidate"]),
+                               f"{_fmt(s['baseline_score'])} → {_fmt(s['candidate_score'])}"]
+                              for s in changed["samples"][:show_changed]]))
+    verdict_line = ("REGRESSION in " + ", ".join(result["regressions"])) if result["regressions"] else "no regression"
+    out.append(f"\nResult: {verdict_line} (exit {result['exit_code']}).")
+    return "\n".join(out) + "\n"
+
+
+def _clip(text: str, n: int = 80) -> str:
+    text = str(text)
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def render_reference(result: dict) -> str:
+    """Markdown table of a run against the reference numbers."""
+    out = [f"**run**: {_describe(result['run'])}", ""]
+    rows = [[r["metric"], _fmt(r["value"]), _fmt(r["reference"]), _fmt(r["difference"], signed=True),
+             r["kind"] + (" (derived)" if r["derived"] else ""), r["source_text"]] for r in result["rows"]]
+    out.append(_md_table(["metric", "this run", "reference", "Δ (run − ref)", "kind", "source"], rows,
+                         ["l", "r", "r", "r", "l", "l"]))
+    out.append("")
+    out.append("No confidence interval: the published numbers come without one.")
+    for note in result["notes"]:
+        out.append(f"- note: {note}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,467 @@
+"""The self-contained HTML report: table, plots (inline SVG) and a per-run sample gallery.
+
+Everything is inline (CSS, JS, images as base64 thumbnails): the page opens offline from a
+file:// URL and never touches the network. Its size is bounded: per run the gallery holds the
+``gallery_size`` worst samples plus up to ``gallery_size`` samples on which another run of the same
+task (same data) answers differently, each with a ``thumb_px`` thumbnail (one per image file).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+from evalkit.report import Report, cell_text, footnotes, protocol_text
+from evalkit.results_index import RunInfo
+
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+# --------------------------------------------------------------------------------------------
+# thumbnails
+# --------------------------------------------------------------------------------------------
+
+
+class Thumbnails:
+    """Image path -> data: URI of a small JPEG thumbnail (each file read once); None if unreadable."""
+
+    def __init__(self, size: int = 96):
+        self.size = size
+        self.cache: dict[str, str | None] = {}
+
+    def resolve(self, image: str, run_dir: Path) -> Path | None:
+        if not image or image.startswith("hf-row:"):
+            return None
+        path = Path(image)
+        for candidate in (path, run_dir / path):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def uri(self, image: str, run_dir: Path) -> str | None:
+        path = self.resolve(image, run_dir)
+        if path is None:
+            return None
+        key = str(path.resolve())
+        if key not in self.cache:
+            self.cache[key] = self._encode(path)
+        return self.cache[key]
+
+    def _encode(self, path: Path) -> str | None:
+        try:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                img.thumbnail((self.size, self.size))
+                buffer = io.BytesIO()
+                img.save(buffer, format="JPEG", quality=80)
+        except Exception:  # noqa: BLE001 - a broken image is shown as missing, never fatal
+            return None
+        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --------------------------------------------------------------------------------------------
+# per-sample view of a run
+# --------------------------------------------------------------------------------------------
+
+
+_ROWS_CACHE: dict[int, tuple[RunInfo, list[dict]]] = {}
+
+
+def sample_rows(run: RunInfo) -> list[dict]:
+    """One entry per gallery sample: id, image, question, prediction, references, score (higher = better)."""
+    cached = _ROWS_CACHE.get(id(run))
+    if cached is not None and cached[0] is run:
+        return cached[1]
+    rows = _sample_rows(run)
+    _ROWS_CACHE.clear() if len(_ROWS_CACHE) > 64 else None
+    _ROWS_CACHE[id(run)] = (run, rows)
+    return rows
+
+
+def _sample_rows(run: RunInfo) -> list[dict]:
+    preds, scores = run.predictions(), run.sample_scores()
+    out = []
+    for sample_id, line in preds.items():
+        if run.kind == "retrieval":
+            s = scores.get(f"image:{sample_id}") or {}
+            rank = s.get("text_rank")
+            score = -float(rank) if rank is not None else None
+            label = f"rank of first right caption: {int(rank) + 1}" if rank is not None else "no score"
+        else:
+            name = "CIDEr" if run.kind == "caption" else "accuracy" if run.kind == "vqa" else run.headline
+            value = (scores.get(sample_id) or {}).get(name)
+            score = float(value) if value is not None else None
+            label = f"{name} {value:.1f}" if value is not None else "no score"
+        out.append({"id": sample_id, "image": line.get("image", ""), "prompt": line.get("prompt", ""),
+                    "prediction": line.get("prediction", ""), "references": list(line.get("references") or []),
+                    "status": line.get("status", "ok"), "score": score, "label": label})
+    return out
+
+
+def _natural(sample_id: str) -> tuple:
+    """Sort key: numeric ids by value (2 before 10), others as text after them."""
+    return (0, int(sample_id), "") if sample_id.isdigit() else (1, 0, sample_id)
+
+
+def _same_data(a: RunInfo, b: RunInfo) -> bool:
+    ha, hb = a.record.get("journal_header") or {}, b.record.get("journal_header") or {}
+    return a.task == b.task and ha.get("data") == hb.get("data") and ha.get("data") is not None
+
+
+def run_label(run: RunInfo) -> str:
+    return f"{run.model} · {protocol_text(run)} · run {run.run_id}"
+
+
+def gallery_items(run: RunInfo, others: list[RunInfo], gallery_size: int) -> tuple[list[dict], int, int]:
+    """(items worst-first with their worst-rank and disagreement flag, #samples, #disagreeing samples)."""
+    rows = sample_rows(run)
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["score"] if rows[i]["score"] is not None else float("inf"),
+                                                    _natural(rows[i]["id"])))
+    worst_rank = {rows[i]["id"]: rank for rank, i in enumerate(order)}
+    other_rows = [(o, {r["id"]: r for r in sample_rows(o)}) for o in others]
+    disagree = {}
+    for row in rows:
+        diffs = []
+        for other, by_id in other_rows:
+            theirs = by_id.get(row["id"])
+            if theirs is not None and (theirs["prediction"] != row["prediction"] or theirs["score"] != row["score"]):
+                diffs.append({"run": run_label(other), "prediction": theirs["prediction"], "label": theirs["label"]})
+        if diffs:
+            disagree[row["id"]] = diffs
+    keep = [rows[i]["id"] for i in order[:gallery_size]]
+    keep += [rows[i]["id"] for i in order if rows[i]["id"] in disagree][:gallery_size]
+    keep = list(dict.fromkeys(keep))
+    by_id = {r["id"]: r for r in rows}
+    items = []
+    for sample_id in sorted(keep, key=lambda i: worst_rank[i]):
+        item = dict(by_id[sample_id])
+        item["worst"] = worst_rank[sample_id]
+        item["others"] = disagree.get(sample_id, [])
+        items.append(item)
+    return items, len(rows), len(disagree)
+
+
+def _references_text(kind: str, references: list[str]) -> str:
+    if kind == "vqa":
+        counts = Counter(r.strip() for r in references)
+        return ", ".join(f"{a} ×{n}" if n > 1 else a for a, n in counts.most_common())
+    return " / ".join(references[:5]) + (f" (+{len(references) - 5})" if len(references) > 5 else "")
+
+
+def render_item(run: RunInfo, item: dict, thumbs: Thumbnails) -> str:
+    uri = thumbs.uri(item["image"], run.path)
+    image = (f'<img class="thumb" alt="{esc(item["id"])}" src="{uri}">' if uri else
+             '<div class="thumb noimg">no image</div>')
+    question = ""
+    if run.kind == "vqa":
+        prompt = item["prompt"] if len(item["prompt"]) <= 240 else "…" + item["prompt"][-239:]
+        question = f'<div class="q">{esc(prompt)}</div>'
+    refs_label = "answers" if run.kind == "vqa" else "captions" if run.kind == "retrieval" else "references"
+    pred_label = "top-1 caption" if run.kind == "retrieval" else "prediction"
+    others = "".join(f'<div class="other">{esc(o["run"])}: <b>{esc(o["prediction"])}</b> ({esc(o["label"])})</div>'
+                     for o in item["others"])
+    failed = ' <span class="failed">failed</span>' if item["status"] != "ok" else ""
+    return (f'<div class="item" data-worst="{item["worst"]}" data-disagree="{1 if item["others"] else 0}" '
+            f'data-id="{esc(item["id"])}">{image}<div class="meta"><div class="sid">#{esc(item["id"])} · '
+            f'<span class="score">{esc(item["label"])}</span>{failed}</div>{question}'
+            f'<div class="pred">{pred_label}: <b>{esc(item["prediction"])}</b></div>'
+            f'<div class="refs">{refs_label}: {esc(_references_text(run.kind, item["references"]))}</div>'
+            f'{others}</div></div>')
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+# --------------------------------------------------------------------------------------------
+
+
+def bar_chart(title: str, categories: list[str], series: list[tuple[str, list[float | None]]],
+              y_label: str = "", y_max: float | None = None) -> str:
+    """A grouped bar chart as inline SVG (categories on x, one bar per series)."""
+    bar_w, gap, left, top, height = 18, 18, 48, 34, 180
+    group_w = max(1, len(series)) * bar_w + gap
+    legend_h = 16 * len(series)
+    longest = max([len(name) for name, _ in series] + [0])
+    width = int(max(left + max(1, len(categories)) * group_w + 20, left + 24 + 6.4 * longest, 8 * len(title) + 20))
+    values = [v for _, vs in series for v in vs if v is not None]
+    y_max = y_max or (max(values) if values else 1.0) or 1.0
+    total_h = top + height + 44 + legend_h
+    parts = [f'<svg class="chart" width="{width}" height="{total_h}" '
+             f'role="img" aria-label="{esc(title)}">',
+             f'<text x="{left}" y="16" class="ctitle">{esc(title)}</text>']
+    for t in range(5):
+        value = y_max * t / 4
+        y = top + height - height * t / 4
+        parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
+        parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" class="tick" text-anchor="end">{value:.0f}</text>')
+    if y_label:
+        parts.append(f'<text x="10" y="{top + height / 2}" class="tick" transform="rotate(-90 10 {top + height / 2})" '
+                     f'text-anchor="middle">{esc(y_label)}</text>')
+    for c, category in enumerate(categories):
+        x0 = left + c * group_w + gap / 2
+        for s, (name, vs) in enumerate(series):
+            value = vs[c] if c < len(vs) else None
+            if value is None:
+                continue
+            h = height * min(value, y_max) / y_max
+            parts.append(f'<rect class="bar" x="{x0 + s * bar_w:.1f}" y="{top + height - h:.1f}" width="{bar_w - 2}" '
+                         f'height="{h:.1f}" fill="{PALETTE[s % len(PALETTE)]}"><title>{esc(name)} · '
+                         f'{esc(category)}: {value:.2f}</title></rect>')
+        parts.append(f'<text x="{x0 + len(series) * bar_w / 2:.1f}" y="{top + height + 14}" class="tick" '
+                     f'text-anchor="middle">{esc(category)}</text>')
+    for s, (name, _) in enumerate(series):
+        y = top + height + 30 + 16 * s
+        parts.append(f'<rect x="{left}" y="{y - 9}" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>')
+        parts.append(f'<text x="{left + 14}" y="{y}" class="tick">{esc(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def answer_type_chart(task: str, runs: list[RunInfo]) -> str | None:
+    """VQA accuracy by answer type, one bar per run."""
+    per_run = []
+    for run in runs:
+        types = {k.split("/", 1)[1]: v for k, v in run.metrics.items() if k.startswith("accuracy/")}
+        if not types:
+            types = {k: float(v) for k, v in ((run.record.get("details") or {}).get("perAnswerType") or {}).items()}
+        if "accuracy" in run.metrics:
+            types = {"overall": run.metrics["accuracy"], **types}
+        if types:
+            per_run.append((run_label(run), types))
+    if not per_run:
+        return None
+    categories = list(dict.fromkeys(c for _, t in per_run for c in t))
+    series = [(label, [types.get(c) for c in categories]) for label, types in per_run]
+    return bar_chart(f"{task}: accuracy by answer type", categories, series, "accuracy", 100.0)
+
+
+def distribution_chart(task: str, kind: str, runs: list[RunInfo]) -> str | None:
+    """Share of samples per score bin (per-image CIDEr, per-question accuracy, rank of the first right caption)."""
+    if kind == "retrieval":
+        bins = [("1", 0, 1), ("2-5", 1, 5), ("6-10", 5, 10), ("11-50", 10, 50), (">50", 50, float("inf"))]
+        title, unit = f"{task}: rank of the first right caption (image queries)", "% of images"
+    elif kind == "vqa":
+        bins = [("0", -1, 0.01), ("30", 0.01, 31), ("60", 31, 61), ("90", 61, 91), ("100", 91, 101)]
+        title, unit = f"{task}: per-question accuracy", "% of questions"
+    else:
+        bins = [("0-25", -1, 25), ("25-50", 25, 50), ("50-100", 50, 100), ("100-200", 100, 200),
+                ("200+", 200, float("inf"))]
+        title, unit = f"{task}: per-image CIDEr", "% of images"
+    series = []
+    for run in runs:
+        scores = run.sample_scores()
+        if kind == "retrieval":
+            values = [s["text_rank"] for k, s in scores.items() if k.startswith("image:") and "text_rank" in s]
+        else:
+            name = "CIDEr" if kind == "caption" else "accuracy"
+            values = [s[name] for s in scores.values() if name in s]
+        if not values:
+            continue
+        shares = [100.0 * sum(1 for v in values if lo <= v < hi) / len(values) for _, lo, hi in bins]
+        series.append((run_label(run), shares))
+    if not series:
+        return None
+    return bar_chart(title, [b[0] for b in bins], series, unit, 100.0)
+
+
+# --------------------------------------------------------------------------------------------
+# page
+# --------------------------------------------------------------------------------------------
+
+
+def _metric_cell_html(report: Report, cell, metric: str) -> str:
+    value = cell.run.metrics.get(metric)
+    if value is None:
+        return '<td class="num na">n/a</td>'
+    marks = ""
+    ref = cell.reference(metric)
+    sub = ""
+    if ref is not None:
+        number = report.footnote_number(ref.source)
+        sub = (f'<div class="ref">ref {ref.value:.2f} [{number}] · Δ <span class="{"pos" if value >= ref.value else "neg"}">'
+               f'{value - ref.value:+.2f}</span></div>')
+        if cell.protocol_differs:
+            marks += " ‡"
+    if not cell.run.reportable:
+        marks += " †"
+    classes = "num" + ("" if cell.run.reportable else " nr")
+    title = esc(f"{cell.run.path} · {cell_text(report, cell, metric)}")
+    return f'<td class="{classes}" title="{title}"><b>{value:.2f}</b>{esc(marks)}{sub}</td>'
+
+
+def table_html(report: Report) -> str:
+    """The leaderboard as an HTML table (same content as the Markdown one)."""
+    head1 = ['<th rowspan="2">model</th>']
+    head2 = []
+    for column in report.tasks:
+        head1.append(f'<th colspan="{len(column.metrics) + 1}">{esc(column.name)}</th>')
+        head2.append('<th>protocol</th>' + "".join(f"<th>{esc(m)}</th>" for m in column.metrics))
+    body = []
+    for model, row in report.rows:
+        cells = [f'<td class="model">{esc(model)}</td>']
+        for column in report.tasks:
+            cell = row.get(column.name)
+            if cell is None:
+                cells.append('<td></td>' * (len(column.metrics) + 1))
+                continue
+            cells.append(f'<td class="proto" title="{esc(cell.run.fingerprint)}">{esc(protocol_text(cell.run))}'
+                         f'<div class="ref">run {esc(cell.run.run_id)}</div></td>')
+            cells += [_metric_cell_html(report, cell, metric) for metric in column.metrics]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="tablewrap"><table id="leaderboard"><thead><tr>{"".join(head1)}</tr>'
+            f'<tr>{"".join(head2)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
+def build_html(report: Report, gallery_size: int = 30, thumb_px: int = 96) -> str:
+    """The whole page as one string."""
+    thumbs = Thumbnails(thumb_px)
+    notes = "".join(f"<li>{esc(n)}</li>" for n in footnotes(report))
+    by_task: dict[str, list[RunInfo]] = {}
+    for _, row in report.rows:
+        for task, cell in row.items():
+            by_task.setdefault(task, []).append(cell.run)
+    plots, sections = [], []
+    for column in report.tasks:
+        runs = by_task.get(column.name, [])
+        if column.kind == "vqa":
+            chart = answer_type_chart(column.name, runs)
+            if chart:
+                plots.append(chart)
+        try:
+            chart = distribution_chart(column.name, column.kind, runs)
+        except Exception:  # noqa: BLE001 - missing sample scores only cost the plot
+            chart = None
+        if chart:
+            plots.append(chart)
+        run_blocks = []
+        for run in runs:
+            others = [o for o in runs if o is not run and _same_data(o, run)]
+            try:
+                items, n_samples, n_disagree = gallery_items(run, others, gallery_size)
+            except Exception as err:  # noqa: BLE001 - a run without predictions still gets a table cell
+                run_blocks.append(f'<div class="run"><h3>{esc(run_label(run))}</h3>'
+                                  f'<p class="muted">no gallery: {esc(err)}</p></div>')
+                continue
+            rendered = "".join(render_item(run, item, thumbs) for item in items)
+            run_blocks.append(
+                f'<div class="run" data-run="{esc(run.run_id)}"><h3>{esc(run_label(run))}</h3>'
+                f'<p class="muted">{n_samples} samples; shown: the {min(gallery_size, n_samples)} worst and up to '
+                f'{gallery_size} of the {n_disagree} on which another run of this task answers differently · '
+                f'<span class="run-visible">{len(items)}</span> visible</p>'
+                f'<div class="gallery">{rendered}</div></div>')
+        sections.append(f'<section class="task"><h2>{esc(column.name)} <span class="muted">({esc(column.kind)})'
+                        f'</span></h2>{"".join(run_blocks)}</section>')
+    page = (PAGE.replace("{{TITLE}}", esc(f"evalkit report · {report.results_dir}"))
+            .replace("{{SUBTITLE}}", esc(f"{len(report.runs)} runs below {report.results_dir}"))
+            .replace("{{TABLE}}", table_html(report))
+            .replace("{{FOOTNOTES}}", notes)
+            .replace("{{PLOTS}}", "".join(f'<figure>{p}</figure>' for p in plots) or '<p class="muted">no plots</p>')
+            .replace("{{DEFAULT_K}}", str(min(10, gallery_size)))
+            .replace("{{GALLERY}}", "".join(sections))
+            .replace("{{DATA}}", json.dumps({"gallery_size": gallery_size}).replace("<", "\\u003c")))
+    return page
+
+
+def write_html(report: Report, path: Path, gallery_size: int = 30, thumb_px: int = 96) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build_html(report, gallery_size, thumb_px), encoding="utf-8")
+    return path
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{TITLE}}</title>
+<style>
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; } h3 { font-size: 15px; margin: 16px 0 4px; }
+.muted { color: #777; font-weight: normal; font-size: 13px; }
+table#leaderboard { border-collapse: collapse; margin: 12px 0; }
+#leaderboard th, #leaderboard td { border: 1px solid #ddd; padding: 4px 8px; vertical-align: top; }
+#leaderboard th { background: #f4f4f4; text-align: left; }
+#leaderboard td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+#leaderboard td.nr { background: #fff6e5; }
+#leaderboard td.model { white-space: nowrap; font-weight: 600; }
+#leaderboard td.proto { font-size: 12px; color: #555; }
+#leaderboard .ref { font-size: 11.5px; color: #777; font-weight: normal; white-space: nowrap; }
+#leaderboard .pos { color: #2a7a2a; } #leaderboard .neg { color: #b02a2a; }
+.tablewrap { overflow-x: auto; }
+ul.notes { font-size: 13px; color: #444; }
+figure { display: inline-block; margin: 8px 16px 8px 0; vertical-align: top; }
+svg.chart .ctitle { font-size: 13px; font-weight: 600; } svg.chart .tick { font-size: 11px; fill: #444; }
+svg.chart .grid { stroke: #e5e5e5; }
+.controls { position: sticky; top: 0; background: #fff; padding: 8px 0; border-bottom: 1px solid #eee; z-index: 2; }
+.controls label { margin-right: 14px; }
+.gallery { display: flex; flex-wrap: wrap; gap: 10px; }
+.item { display: flex; gap: 8px; width: 380px; border: 1px solid #e3e3e3; border-radius: 6px; padding: 6px; }
+.item .thumb { width: 96px; height: 96px; object-fit: contain; background: #fafafa; flex: none; }
+.item .noimg { display: flex; align-items: center; justify-content: center; color: #999; font-size: 12px; }
+.item .meta { font-size: 12.5px; overflow-wrap: anywhere; }
+.item .sid { color: #666; } .item .score { font-weight: 600; color: #333; }
+.item .q { font-style: italic; } .item .refs { color: #555; } .item .other { color: #a33; }
+.item .failed { color: #fff; background: #c33; border-radius: 3px; padding: 0 4px; }
+.item[data-disagree="1"] { border-color: #e0a0a0; }
+</style>
+</head>
+<body>
+<h1>{{TITLE}}</h1>
+<div class="muted">{{SUBTITLE}} · scores on the 0-100 scale · Δ = run − reference</div>
+<h2>Leaderboard</h2>
+{{TABLE}}
+<ul class="notes">{{FOOTNOTES}}</ul>
+<h2>Plots</h2>
+<div id="plots">{{PLOTS}}</div>
+<h2>Samples</h2>
+<div class="controls">
+<label><input type="radio" name="mode" value="all" checked> all shown</label>
+<label><input type="radio" name="mode" value="worst"> worst <input id="worst-k" type="number" min="1" value="{{DEFAULT_K}}" style="width:4em"> per run</label>
+<label><input type="radio" name="mode" value="disagree"> runs disagree</label>
+<span class="muted"><span id="visible-count">0</span> samples visible</span>
+</div>
+<div id="galleries">{{GALLERY}}</div>
+<script id="report-data" type="application/json">{{DATA}}</script>
+<script>
+(function () {
+  function mode() {
+    var checked = document.querySelector('input[name="mode"]:checked');
+    return checked ? checked.value : "all";
+  }
+  function apply() {
+    var m = mode(), k = parseInt(document.getElementById("worst-k").value, 10) || 0, total = 0;
+    document.querySelectorAll(".run").forEach(function (run) {
+      var visible = 0;
+      run.querySelectorAll(".item").forEach(function (item) {
+        var show = m === "all" || (m === "worst" && parseInt(item.dataset.worst, 10) < k) ||
+                   (m === "disagree" && item.dataset.disagree === "1");
+        item.style.display = show ? "" : "none";
+        if (show) { visible += 1; }
+      });
+      var counter = run.querySelector(".run-visible");
+      if (counter) { counter.textContent = visible; }
+      total += visible;
+    });
+    document.getElementById("visible-count").textContent = total;
+  }
+  document.querySelectorAll('input[name="mode"]').forEach(function (r) { r.addEventListener("change", apply); });
+  document.getElementById("worst-k").addEventListener("input", apply);
+  window.evalkitApplyFilter = apply;
+  apply();
+})();
+</script>
+</body>
+</html>
+"""
+
+__all__ = ["build_html", "write_html", "bar_chart", "gallery_items", "cell_text"]
