@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from PIL import Image
-
+from evalkit.models.image_preprocessing import ImagePreprocessor
 from evalkit.models.loading import LoadedCheckpoint
 from evalkit.protocol import Protocol
 
@@ -33,14 +32,11 @@ class Blip2Generator:
         self.tokenizer.padding_side = "left" if self.decoder_only else "right"
         self.num_query_tokens = int(self.model.config.num_query_tokens)
         self.image_token_id = int(_image_token_id(self.model.config, self.tokenizer))
-        self.image_size = image_size or processor_image_size(self.processor)
-        self.interpolate = self.image_size != int(self.model.config.vision_config.image_size)
+        self.pixel_values = ImagePreprocessor(self.processor, self.model.config.vision_config.image_size, image_size)
+        self.image_size = self.pixel_values.image_size
+        self.interpolate = self.pixel_values.interpolate
 
     # -- image side -------------------------------------------------------------------------
-    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Preprocess PIL images with the checkpoint's image processor at the protocol's size."""
-        size = {"height": self.image_size, "width": self.image_size}
-        return self.processor.image_processor(list(images), size=size, return_tensors="pt")["pixel_values"]
 
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -109,14 +105,6 @@ def clean_answer(text: str, stop_at_newline: bool) -> str:
     if stop_at_newline:
         text = text.split("\n", 1)[0]
     return text.strip()
-
-
-def processor_image_size(processor) -> int:
-    """The square image size the checkpoint's image processor resizes to."""
-    size = processor.image_processor.size
-    if isinstance(size, dict):
-        return int(size.get("height") or size.get("shortest_edge"))
-    return int(getattr(size, "height", None) or size)
 
 
 def _image_token_id(config, tokenizer) -> int:

@@ -13,8 +13,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
+from evalkit.models.image_preprocessing import ImagePreprocessor
 from evalkit.models.loading import LoadedCheckpoint
 
 
@@ -33,21 +32,14 @@ class Blip2Retriever:
     """ITC features and ITM logits from a loaded Blip2ForImageTextRetrieval checkpoint."""
 
     def __init__(self, checkpoint: LoadedCheckpoint, image_size: int | None = None, max_text_tokens: int = 35):
-        from evalkit.models.blip2_generation import processor_image_size
-
         self.model = checkpoint.model
         self.processor = checkpoint.processor
         self.tokenizer = checkpoint.processor.tokenizer
         self.device = checkpoint.device
         self.dtype = checkpoint.dtype
         self.max_text_tokens = max_text_tokens
-        self.image_size = image_size or processor_image_size(self.processor)
-        self.interpolate = self.image_size != int(self.model.config.vision_config.image_size)
-
-    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Preprocess with the checkpoint's image processor at the protocol's size."""
-        size = {"height": self.image_size, "width": self.image_size}
-        return self.processor.image_processor(list(images), size=size, return_tensors="pt")["pixel_values"]
+        self.pixel_values = ImagePreprocessor(self.processor, self.model.config.vision_config.image_size, image_size)
+        self.interpolate = self.pixel_values.interpolate
 
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
