@@ -150,11 +150,12 @@ def demo(
     batch_size: Optional[int] = typer.Option(None, help="samples per batch"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    chat: bool = typer.Option(False, "--chat", help="also run shapes-chat (multi-turn) with both generators"),
 ) -> None:
-    """Run every shapes task with the bundled tiny models (offline, about a minute on a laptop CPU)."""
+    """Run the shapes tasks with the bundled tiny models (offline, CPU, about two minutes)."""
     from evalkit.demo_command import print_demo, run_demo
 
-    table, records = run_demo(results, batch_size, device, show_progress=not quiet and sys.stderr.isatty())
+    table, records = run_demo(results, batch_size, device, show_progress=not quiet and sys.stderr.isatty(), chat=chat)
     print_demo(table, records, results)
 
 

@@ -172,7 +172,8 @@ def compare_with_sibling(model_dir: Path, other_task: str, header: dict, scores:
             candidates.append(other)
     if not candidates:
         return {"task": other_task, "note": f"no {other_task} run on the same data and weights to compare with"}
-    latest = max(candidates, key=lambda r: r["created"])
+    default_protocol = [r for r in candidates if not r.get("overrides")]  # prefer the task's own protocol
+    latest = max(default_protocol or candidates, key=lambda r: r["created"])
     name = scores.headline
     theirs = latest["metrics"][name]["value"]
     return {"task": other_task, "run_id": latest["run_id"], "metric": name, "other": theirs,

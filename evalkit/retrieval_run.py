@@ -117,7 +117,7 @@ def run_retrieval(task, entry, protocol, overrides, sample_set: SampleSet, optio
             advance(0)
             last[0] = done
 
-        i2t, t2i = rerank_with_itm(similarity, itm_score, k=k, batch_size=batch_size * 4, progress=report,
+        i2t, t2i = rerank_with_itm(similarity, itm_score, k=k, batch_size=max(256, batch_size * 4), progress=report,
                                    rerank=k > 0)
         advance(1)
     stats.generation_seconds = time.perf_counter() - generation_started

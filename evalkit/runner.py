@@ -183,7 +183,8 @@ def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: Image
     for sample in samples:
         conversations.setdefault(sample.image, []).append(sample)
     keys = list(conversations)
-    budget = protocol.max_context_tokens - generator.num_query_tokens - protocol.max_new_tokens
+    context = min(protocol.max_context_tokens, generator.max_positions or protocol.max_context_tokens)
+    budget = context - generator.num_query_tokens - protocol.max_new_tokens
     for start in range(0, len(keys), batch_size):
         group = keys[start:start + batch_size]
         loaded, bad = _load_images(images, group, skip_bad_images)

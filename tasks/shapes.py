@@ -20,7 +20,9 @@ CHAT_OPT = Protocol(**{**VQA_OPT.to_dict(), "prompt": "Question: {question} Answ
 CHAT_T5 = Protocol(**{**VQA_T5.to_dict(), "prompt": "Question: {question} Answer:", "prompt_variant": "answer",
                       "chat": True})
 VQA_PROMPTS = {"short-answer": "Question: {question} Short answer:", "answer": "Question: {question} Answer:"}
-RETRIEVAL = Protocol(rerank_k=128, rerank=True, max_text_tokens=35, text_preprocess="lavis-blip-caption")
+# k=16: the shapes test split has 100 images and 500 captions, so the ITC shortlist is cut to 16 (LAVIS: 128
+# of 5k/25k) to keep the ITM re-rank as selective as the paper's.
+RETRIEVAL = Protocol(rerank_k=16, rerank=True, max_text_tokens=35, text_preprocess="lavis-blip-caption")
 SOURCE = "evalkit shapes benchmark (evalkit/demo/shapes.py); prompts and decoding as the BLIP-2 tasks"
 VQA_COLUMNS = {"image_pattern": "images/shapes_{subtype}_{image_id:06d}.png"}
 

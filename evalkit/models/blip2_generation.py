@@ -32,6 +32,9 @@ class Blip2Generator:
         self.tokenizer.padding_side = "left" if self.decoder_only else "right"
         self.num_query_tokens = int(self.model.config.num_query_tokens)
         self.image_token_id = int(_image_token_id(self.model.config, self.tokenizer))
+        # learned absolute positions (OPT) cap the context; T5's relative positions do not
+        self.max_positions = getattr(self.model.config.text_config, "max_position_embeddings", None) \
+            if self.decoder_only else None
         self.pixel_values = ImagePreprocessor(self.processor, self.model.config.vision_config.image_size, image_size)
         self.image_size = self.pixel_values.image_size
         self.interpolate = self.pixel_values.interpolate

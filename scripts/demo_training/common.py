@@ -148,6 +148,10 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, num_query_tokens: int | 
 
 def save_processor(proc: Blip2Processor, out_dir: Path) -> None:
     """save_pretrained + make the files loadable by transformers 4.5x and 5.x alike."""
+    # a call with truncation/padding leaves those settings on the backend tokenizer, and they would
+    # be saved into tokenizer.json (and come back as default max_length/padding on load)
+    proc.tokenizer.backend_tokenizer.no_truncation()
+    proc.tokenizer.backend_tokenizer.no_padding()
     proc.save_pretrained(out_dir)
     tc = out_dir / "tokenizer_config.json"
     cfg = json.loads(tc.read_text())
@@ -171,21 +175,41 @@ def save_processor(proc: Blip2Processor, out_dir: Path) -> None:
 # training data
 
 
+class _Normalised:
+    """uint8 images that index like the float pixel_values tensor the processor would produce."""
+
+    def __init__(self, raw: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, rescale: float):
+        self.raw, self.mean, self.std, self.rescale = raw, mean, std, rescale
+        self.shape = raw.shape
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        x = self.raw[idx]
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        return (x.float() * self.rescale - self.mean) / self.std
+
+
 @dataclass
 class TrainData:
-    pixel_values: torch.Tensor  # [N, 3, H, W] float32, exactly what the saved processor produces
+    pixel_values: _Normalised  # indexes to [B, 3, H, W] float32, exactly what the saved processor produces
     captions: list[list[str]]  # per image
     qa: list[list[tuple[str, str]]]  # per image: (question, canonical answer)
     cells: torch.Tensor  # [N, 9] long: 0 = empty cell, else 1 + colour * 3 + shape (auxiliary vision target)
+    extremes: torch.Tensor  # [N, 9, 4] float: object in cell is the unique leftmost/rightmost/topmost/bottommost
 
 
 def make_train_data(image_processor, n_images: int, seed: int) -> TrainData:
     split = generate_split("train", n_images, seed)
-    chunks = []
-    for i in range(0, len(split.images), 512):
-        ims = [im.image for im in split.images[i : i + 512]]
-        chunks.append(image_processor(ims, return_tensors="pt")["pixel_values"])
-    pv = torch.cat(chunks).float()
+    raw = torch.from_numpy(np.stack([np.asarray(im.image, dtype=np.uint8) for im in split.images]))
+    raw = raw.permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, H, W]; normalised on the fly
+    # the on-the-fly normalisation must equal what the saved processor produces
+    ref = image_processor([im.image for im in split.images[:16]], return_tensors="pt")["pixel_values"]
+    mean = torch.tensor(image_processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(image_processor.image_std).view(1, 3, 1, 1)
+    got = (raw[:16].float() * float(image_processor.rescale_factor) - mean) / std
+    if not torch.allclose(got, ref, atol=1e-4):
+        raise RuntimeError("on-the-fly normalisation differs from the image processor")
+    pv = _Normalised(raw, mean, std, float(image_processor.rescale_factor))
     qa: list[list[tuple[str, str]]] = [[] for _ in split.images]
     for q in split.questions:
         qa[q.image_id - 1].append((q.question, q.answer))
@@ -193,10 +217,18 @@ def make_train_data(image_processor, n_images: int, seed: int) -> TrainData:
     for k, im in enumerate(split.images):
         for o in im.objects:
             cells[k, o.row * GRID + o.col] = 1 + COLOR_NAMES.index(o.color) * len(SHAPES) + SHAPES.index(o.shape)
-    return TrainData(pv, [list(im.captions) for im in split.images], qa, cells)
+    extremes = torch.zeros(len(split.images), GRID * GRID, 4)
+    for k, im in enumerate(split.images):
+        for j, (key, pick) in enumerate(((lambda o: o.col, min), (lambda o: o.col, max),
+                                         (lambda o: o.row, min), (lambda o: o.row, max))):
+            vals = [key(o) for o in im.objects]
+            best = [o for o in im.objects if key(o) == pick(vals)]
+            if len(best) == 1 and len(set(vals)) > 1:  # same rule as the "what shape is on the left?" questions
+                extremes[k, best[0].row * GRID + best[0].col, j] = 1.0
+    return TrainData(pv, [list(im.captions) for im in split.images], qa, cells, extremes)
 
 
-def sample_tasks(rng: random.Random, data: TrainData, idx: list[int], p_caption: float = 0.5):
+def sample_tasks(rng: random.Random, data: TrainData, idx: list[int], p_caption: float = 0.4):
     """For each image index: (prompt, target) for either captioning or one VQA question."""
     out = []
     for i in idx:

@@ -128,6 +128,7 @@ def evaluate_generative(model, processor, kind: str, data_dir: Path, batch_size:
         acc = vqa_accuracy(a, [x["answer"] for x in ann["answers"]])
         accs.append(acc)
         per_type.setdefault(ann["answer_type"], []).append(acc)
+        per_type.setdefault("q:" + ann["question_type"], []).append(acc)
     scores["VQA_acc"] = 100 * sum(accs) / len(accs)
     for t, v in sorted(per_type.items()):
         scores[f"VQA_{t}"] = 100 * sum(v) / len(v)
@@ -168,6 +169,12 @@ def retrieval_features(model, processor, images, texts, batch_size: int = 32):
 
 @torch.no_grad()
 def itm_scores(model, pixel_values, input_ids, attention_mask) -> torch.Tensor:
+    """ITM logit of 'match' from model(..., use_image_text_matching_head=True); input_ids are plain
+    text ids, the <image> prefix that Blip2Processor(images=, text=) adds is prepended here."""
+    if model.config.image_token_index is not None:
+        n, q = input_ids.shape[0], model.config.num_query_tokens
+        input_ids = torch.cat([torch.full((n, q), model.config.image_token_index, dtype=input_ids.dtype), input_ids], 1)
+        attention_mask = torch.cat([torch.ones(n, q, dtype=attention_mask.dtype), attention_mask], 1)
     out = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                 use_image_text_matching_head=True)
     return out.logits_per_image[:, 1]

@@ -43,12 +43,12 @@ def _vocab_size(tokenizer) -> int:
     return int(math.ceil(len(tokenizer) / 8) * 8)
 
 
-def build_opt_model(tokenizer, seed: int) -> Blip2ForConditionalGeneration:
+def build_opt_model(tokenizer, seed: int, layers: int = 2) -> Blip2ForConditionalGeneration:
     torch.manual_seed(seed)
     vision, qformer = vision_qformer_configs()
     text = OPTConfig(
         vocab_size=_vocab_size(tokenizer), hidden_size=128, word_embed_proj_dim=128, ffn_dim=512,
-        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, dropout=0.0,
+        num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=64, dropout=0.0,
         attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0, do_layer_norm_before=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, init_std=0.02,
@@ -134,37 +134,58 @@ def vision_embeds(vision_model, pixel_values: torch.Tensor, chunk: int = 500) ->
                       for i in range(0, pixel_values.shape[0], chunk)])
 
 
-def _lm_loss(model, image_embeds: torch.Tensor, batch: dict) -> torch.Tensor:
-    """Blip2ForConditionalGeneration.forward from precomputed (frozen) image-encoder outputs."""
+@torch.no_grad()
+def query_outputs(model, image_embeds: torch.Tensor, chunk: int = 500) -> torch.Tensor:
+    model.qformer.eval()
+    return torch.cat([_qformer(model, image_embeds[i : i + chunk]) for i in range(0, image_embeds.shape[0], chunk)])
+
+
+def _qformer(model, image_embeds):
     q = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
-    qo = model.qformer(query_embeds=q, encoder_hidden_states=image_embeds,
-                       encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long)).last_hidden_state
+    return model.qformer(query_embeds=q, encoder_hidden_states=image_embeds,
+                         encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long)).last_hidden_state
+
+
+def _lm_loss(model, feats: torch.Tensor, batch: dict, frozen_qformer: bool) -> torch.Tensor:
+    """Blip2ForConditionalGeneration.forward from precomputed (frozen) image-encoder / Q-Former outputs."""
+    qo = feats if frozen_qformer else _qformer(model, feats)
     lm_in = model.language_projection(qo)
     ids = batch["input_ids"]
     emb = model.language_model.get_input_embeddings()(ids)
     mask = (ids == model.config.image_token_index).unsqueeze(-1).expand_as(emb)
     emb = emb.masked_scatter(mask, lm_in.to(emb.dtype))
+    labels = batch["labels"]
     if model.config.use_decoder_only_language_model:
         logits = model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"]
-        return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                           ignore_index=-100)
-    return model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"],
-                                labels=batch["labels"]).loss
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    else:
+        logits = model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"],
+                                      labels=labels).logits
+    # mean over each sequence's target tokens, then over the batch: a 1-token VQA answer weighs as
+    # much as a 15-token caption (a plain token mean lets captions dominate and VQA learns slowly)
+    tok = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                      ignore_index=-100, reduction="none").view(labels.shape)
+    n = (labels != -100).sum(1).clamp(min=1)
+    return (tok.sum(1) / n).mean()
 
 
 def train_generative(model, tokenizer, data: TrainData, kind: str, steps: int, batch_size: int, lr: float,
-                     seed: int, log_every: int = 50) -> dict:
-    """Train Q-Former + projection + language model; the (pre-trained) image encoder stays frozen."""
+                     seed: int, log_every: int = 50, freeze_qformer: bool = False) -> dict:
+    """Train (Q-Former +) projection + language model; the pre-trained image encoder stays frozen."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     nq = model.config.num_query_tokens
     img_tok = model.config.image_token_index
     make = opt_batch if kind == "opt" else t5_batch
     t0 = time.time()
-    for p in model.vision_model.parameters():
+    frozen = list(model.vision_model.parameters())
+    if freeze_qformer:
+        frozen += list(model.qformer.parameters()) + [model.query_tokens]
+    for p in frozen:
         p.requires_grad_(False)
     feats = vision_embeds(model.vision_model, data.pixel_values)
+    if freeze_qformer:
+        feats = query_outputs(model, feats)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
@@ -176,7 +197,7 @@ def train_generative(model, tokenizer, data: TrainData, kind: str, steps: int, b
     for step in range(steps):
         idx = [rng.randrange(n) for _ in range(batch_size)]
         batch = make(tokenizer, sample_tasks(rng, data, idx), nq, img_tok)
-        loss = _lm_loss(model, feats[idx], batch)
+        loss = _lm_loss(model, feats[idx], batch, freeze_qformer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -186,7 +207,7 @@ def train_generative(model, tokenizer, data: TrainData, kind: str, steps: int, b
         if (step + 1) % log_every == 0 or step == 0:
             print(f"  [{kind}] step {step + 1}/{steps} loss {ema:.4f} lr {sched.get_last_lr()[0]:.2e} "
                   f"{time.time() - t0:.0f}s", flush=True)
-    for p in model.vision_model.parameters():
+    for p in frozen:
         p.requires_grad_(True)
     model.eval()
     return {"steps": steps, "final_loss": ema, "train_s": time.time() - t0}

@@ -64,7 +64,7 @@ class Stage0(nn.Module):
         self.qformer = Blip2QFormerModel(qformer_config)
         self.patch_head = AuxCellHead(vision_config.hidden_size, IMAGE_SIZE, vision_config.patch_size)
         self.query_norm = nn.LayerNorm(qformer_config.hidden_size)
-        self.query_head = nn.Linear(qformer_config.hidden_size, 13)
+        self.query_head = nn.Linear(qformer_config.hidden_size, 13 + 4 + 12)
 
     def forward(self, pixel_values):
         img = self.vision_model(pixel_values=pixel_values).last_hidden_state
@@ -79,7 +79,11 @@ def pretrain_stage0(vision_config: Blip2VisionConfig, qformer_config: Blip2QForm
                     data: TrainData, steps: int, batch_size: int, lr: float, seed: int,
                     log_every: int = 50) -> tuple[Stage0, dict]:
     """Dense supervision: every patch-pooled grid cell AND query token k (for cell k) must name the
-    content of that cell (empty / colour x shape)."""
+    content of that cell (empty / colour x shape); query k also flags whether its object is the
+    unique leftmost / rightmost / topmost / bottommost one (a relation the queries can compute
+    through their self-attention, which a 2-layer LM finds hard to learn from VQA alone), and every
+    query carries the image's set of coloured shapes (what a caption pins down; lets ITC with
+    max-over-queries similarity match whole captions)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = Stage0(vision_config, qformer_config, num_query_tokens)
@@ -97,13 +101,22 @@ def pretrain_stage0(vision_config: Blip2VisionConfig, qformer_config: Blip2QForm
         (pl, wl), ql = model(data.pixel_values[idx])
         tgt = data.cells[idx].reshape(-1)
         where = model.patch_head.patch_cell.expand(len(idx), -1).reshape(-1)
-        loss = ce(pl.reshape(-1, 13), tgt) + ce(ql.reshape(-1, 13), tgt) + 0.5 * ce(wl.reshape(-1, wl.shape[-1]), where)
+        ext = data.extremes[idx].reshape(-1, 4)
+        cells = data.cells[idx]
+        multi_hot = torch.zeros(len(idx), 13).scatter_(1, cells, 1.0)[:, 1:]  # which coloured shapes occur
+        multi_hot = multi_hot[:, None, :].expand(-1, cells.shape[1], -1).reshape(-1, 12)
+        ql = ql.reshape(-1, 29)
+        ql, xl, gl = ql[:, :13], ql[:, 13:17], ql[:, 17:]
+        bce = nn.functional.binary_cross_entropy_with_logits
+        loss = (ce(pl.reshape(-1, 13), tgt) + ce(ql, tgt) + 0.5 * ce(wl.reshape(-1, wl.shape[-1]), where)
+                + bce(xl, ext) + bce(gl, multi_hot))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        a = (ql.reshape(-1, 13).argmax(-1) == tgt).float().mean().item()
+        a = ((ql.argmax(-1) == tgt) & ((xl > 0).float() == ext).all(-1)
+             & ((gl > 0).float() == multi_hot).all(-1)).float().mean().item()
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         acc = a if acc is None else 0.95 * acc + 0.05 * a
         if (step + 1) % log_every == 0 or step == 0:
