@@ -74,7 +74,10 @@ def build_t5_model(tokenizer, seed: int) -> Blip2ForConditionalGeneration:
         vision_config=vision.to_dict(), qformer_config=qformer.to_dict(), text_config=text.to_dict(),
         num_query_tokens=NUM_QUERY_TOKENS, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
     )
-    return _finish(Blip2ForConditionalGeneration(config), tokenizer, decoder_start=tokenizer.pad_token_id)
+    model = Blip2ForConditionalGeneration(config)
+    with torch.no_grad():  # T5 initialises an untied lm_head with std 1 (initial loss ~50); use d_model**-0.5
+        model.language_model.lm_head.weight.normal_(0.0, text.d_model ** -0.5)
+    return _finish(model, tokenizer, decoder_start=tokenizer.pad_token_id)
 
 
 def _finish(model, tokenizer, decoder_start):
