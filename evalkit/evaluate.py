@@ -91,7 +91,7 @@ def run_task(options: RunOptions) -> RunOutcome:
         from evalkit.models.loading import load_checkpoint
         from evalkit.runner import run_chat, run_single_turn
 
-        checkpoint = load_checkpoint(entry, options.device, protocol.dtype)
+        checkpoint = load_checkpoint(entry, options.device, protocol.dtype, known_weights_sha256=weights)
         generator = Blip2Generator(checkpoint, protocol.image_size)
         batch_size = options.batch_size or DEFAULT_BATCH_SIZE.get(device.type, 8)
         run = run_chat if protocol.chat else run_single_turn

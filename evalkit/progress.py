@@ -10,10 +10,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 @contextmanager
-def progress_bar(description: str, total: int, completed: int = 0, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yields ``advance(n)``; shows samples done / total, elapsed and remaining time on stderr."""
+def progress_bar(description: str, total: int | None, completed: int = 0,
+                 enabled: bool = True) -> Iterator[Callable[..., None]]:
+    """Yields ``advance(n, total=None)``; shows done / total, elapsed and remaining time on stderr.
+
+    ``total`` may be unknown (None) at the start and given later through ``advance``.
+    """
     if not enabled:
-        yield lambda n: None
+        yield lambda n, total=None: None
         return
     from rich.console import Console
 
@@ -21,4 +25,8 @@ def progress_bar(description: str, total: int, completed: int = 0, enabled: bool
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task_id = progress.add_task(description, total=total, completed=completed)
-        yield lambda n: progress.advance(task_id, n)
+
+        def advance(n: int, new_total: int | None = None) -> None:
+            progress.update(task_id, advance=n, **({"total": new_total} if new_total is not None else {}))
+
+        yield advance

@@ -36,14 +36,14 @@ def retrieval_texts(sample_set: SampleSet, protocol) -> tuple[list[str], list[in
 
 
 def _embed_images(retriever, sample_set: SampleSet, batch_size: int, show: bool, skip_bad: bool):
-    from evalkit.runner import _load_images
+    from evalkit.runner import load_images
 
     vision, feats = [], []
     keys = [s.image for s in sample_set.samples]
     with progress_bar("images", total=len(keys), enabled=show) as advance:
         for start in range(0, len(keys), batch_size):
             batch = keys[start:start + batch_size]
-            loaded, bad = _load_images(sample_set.images, batch, skip_bad)
+            loaded, bad = load_images(sample_set.images, batch, skip_bad)
             if bad:
                 raise EvalkitError(f"retrieval needs every image; {len(bad)} bad (first: {next(iter(bad))})")
             embeds, queries = retriever.encode_images(retriever.pixel_values([loaded[k] for k in batch]))
@@ -80,7 +80,7 @@ def run_retrieval(task, entry, protocol, overrides, sample_set: SampleSet, optio
     from evalkit.runner import RunStats
 
     texts, txt2img, img2txt = retrieval_texts(sample_set, protocol)
-    checkpoint = load_checkpoint(entry, options.device, protocol.dtype)
+    checkpoint = load_checkpoint(entry, options.device, protocol.dtype, known_weights_sha256=header["weights_sha256"])
     retriever = Blip2Retriever(checkpoint, protocol.image_size, protocol.max_text_tokens)
     batch_size = options.batch_size or (64 if checkpoint.device.type == "cuda" else 16)
     stats = RunStats(batch_size=batch_size)
@@ -110,16 +110,15 @@ def run_retrieval(task, entry, protocol, overrides, sample_set: SampleSet, optio
         return retriever.itm_logits(embeds, ids, mask).cpu()
 
     k = protocol.rerank_k if protocol.rerank else 0
-    with progress_bar("ITM re-rank", total=1, enabled=show and k > 0) as advance:
-        last = [0]
+    with progress_bar("ITM re-rank (pairs)", total=None, enabled=show and k > 0) as advance:
+        done_so_far = [0]
 
         def report(done: int, total: int) -> None:
-            advance(0)
-            last[0] = done
+            advance(done - done_so_far[0], total)
+            done_so_far[0] = done
 
         i2t, t2i = rerank_with_itm(similarity, itm_score, k=k, batch_size=max(256, batch_size * 4), progress=report,
                                    rerank=k > 0)
-        advance(1)
     stats.generation_seconds = time.perf_counter() - generation_started
     stats.generated = len(sample_set.samples)
     i2t_np, t2i_np = i2t.numpy(), t2i.numpy()

@@ -64,7 +64,8 @@ class _ImageCache:
             self.items.popitem(last=False)
 
 
-def _load_images(images: ImageSource, keys: list[str], skip_bad: bool) -> tuple[dict, dict[str, str]]:
+def load_images(images: ImageSource, keys: list[str], skip_bad: bool) -> tuple[dict, dict[str, str]]:
+    """Open each key once: (key -> image, key -> reason for the bad ones, when skipping them)."""
     loaded, bad = {}, {}
     for key in keys:
         try:
@@ -86,12 +87,12 @@ def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images
     batches = [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
     known_bad: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch's images while this one runs
-        pending = pool.submit(_load_images, images, _new_keys(batches[0], cache), skip_bad_images) if batches else None
+        pending = pool.submit(load_images, images, _new_keys(batches[0], cache), skip_bad_images) if batches else None
         for index, batch in enumerate(batches):
             loaded, bad = pending.result()
             known_bad.update(bad)
             if index + 1 < len(batches):
-                pending = pool.submit(_load_images, images, _new_keys(batches[index + 1], cache, batch),
+                pending = pool.submit(load_images, images, _new_keys(batches[index + 1], cache, batch),
                                       skip_bad_images)
             started = time.perf_counter()
             predictions = _generate_batch(generator, batch, loaded, known_bad, cache, protocol, stats)
@@ -187,7 +188,7 @@ def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: Image
     budget = context - generator.num_query_tokens - protocol.max_new_tokens
     for start in range(0, len(keys), batch_size):
         group = keys[start:start + batch_size]
-        loaded, bad = _load_images(images, group, skip_bad_images)
+        loaded, bad = load_images(images, group, skip_bad_images)
         predictions: list[Prediction] = []
         for key in group:
             if key in bad:

@@ -57,8 +57,3 @@ class TaskSpec:
         """The task's identity for a run record."""
         return {"name": self.name, "version": self.version, "kind": self.kind,
                 "protocol_source": self.protocol_source}
-
-
-def default_data_path(path: Path) -> str:
-    """A bundled data location as a --data string."""
-    return str(path)

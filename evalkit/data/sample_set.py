@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ class SampleSet:
     images: ImageSource
     identity: dict[str, Any]  # format, source, split, file hashes, n_total
     annotations: Any = None  # task-specific ground truth for the scorer
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def limited(self, limit: int | None) -> SampleSet:
         """The first ``limit`` samples (by image for grouped sets), identity updated."""
@@ -27,7 +26,7 @@ class SampleSet:
             return self
         kept = self.samples[:limit]
         identity = dict(self.identity, limit=limit, n_samples=len(kept))
-        return SampleSet(kept, self.images, identity, self.annotations, self.extra)
+        return SampleSet(kept, self.images, identity, self.annotations)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -111,8 +111,12 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None = None) -> LoadedCheckpoint:
-    """Load model + processor for a registry entry, on the chosen device and dtype."""
+def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None = None,
+                    known_weights_sha256: str | None = None) -> LoadedCheckpoint:
+    """Load model + processor for a registry entry, on the chosen device and dtype.
+
+    ``known_weights_sha256`` skips re-hashing weight files the caller has already hashed.
+    """
     from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
     from transformers.utils import logging as hf_logging
 
@@ -137,7 +141,7 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
         device=torch_device,
         dtype=torch_dtype,
         revision=revision,
-        weights_sha256=weights_sha256(directory),
+        weights_sha256=known_weights_sha256 or weights_sha256(directory),
         num_parameters=sum(p.numel() for p in model.parameters()),
         checkpoint_dir=str(directory),
     )
