@@ -151,11 +151,14 @@ def demo(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     chat: bool = typer.Option(False, "--chat", help="also run shapes-chat (multi-turn) with both generators"),
+    models_dir: Optional[Path] = typer.Option(None, "--models-dir",
+                                              help="use the blip2-tiny-* folders here instead of the bundled ones"),
 ) -> None:
     """Run the shapes tasks with the bundled tiny models (offline, CPU, about two minutes)."""
     from evalkit.demo_command import print_demo, run_demo
 
-    table, records = run_demo(results, batch_size, device, show_progress=not quiet and sys.stderr.isatty(), chat=chat)
+    table, records = run_demo(results, batch_size, device, show_progress=not quiet and sys.stderr.isatty(), chat=chat,
+                              models_dir=models_dir)
     print_demo(table, records, results)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from evalkit.errors import EvalkitError
 from evalkit.evaluate import run_task
 from evalkit.run_options import RunOptions
 
@@ -22,10 +23,21 @@ COLUMNS = [("shapes-caption", "BLEU-4"), ("shapes-caption", "CIDEr"), ("shapes-v
 
 
 def run_demo(results_dir: Path, batch_size: int | None, device: str, show_progress: bool,
-             chat: bool = False) -> tuple[Table, list[dict]]:
-    """Run the demo grid (resuming what is already done) and build the model x task table."""
+             chat: bool = False, models_dir: Path | None = None) -> tuple[Table, list[dict]]:
+    """Run the demo grid (resuming what is already done) and build the model x task table.
+
+    ``models_dir`` replaces the bundled models with same-named checkpoint folders in it (e.g. the
+    output of scripts/train_demo_models.py), to check a retrain against the shipped weights.
+    """
+    runs = DEMO_RUNS + (CHAT_RUNS if chat else [])
+    if models_dir is not None:
+        missing = sorted({m for _, m in runs if not (models_dir / m / "config.json").is_file()})
+        if missing:
+            raise EvalkitError(f"--models-dir {models_dir}: no checkpoint folder {', '.join(missing)} "
+                               "(expected the layout written by scripts/train_demo_models.py)")
+        runs = [(task, str(models_dir / model)) for task, model in runs]
     records = []
-    for task, model in DEMO_RUNS + (CHAT_RUNS if chat else []):
+    for task, model in runs:
         options = RunOptions(task=task, model=model, results_dir=results_dir, batch_size=batch_size or DEMO_BATCH_SIZE,
                              device=device, show_progress=show_progress)
         records.append(run_task(options).record)

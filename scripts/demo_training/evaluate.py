@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from evalkit.demo.shapes import CAPTION_PROMPT, VQA_PROMPT
+from evalkit.models.blip2_retrieval import lavis_pre_caption
 
 CAPTION_GEN = dict(num_beams=5, max_new_tokens=30, min_new_tokens=1)
 VQA_GEN = {"opt": dict(num_beams=5, max_new_tokens=10, min_new_tokens=1, length_penalty=0.0),
@@ -187,7 +188,7 @@ def evaluate_retrieval(model, processor, data_dir: Path, k: int = 16, batch_size
     texts, txt2img = [], []
     for j, i in enumerate(ids):
         for r in refs[i]:
-            texts.append(r)
+            texts.append(lavis_pre_caption(r))  # the shapes-retrieval protocol's text cleaning
             txt2img.append(j)
     txt2img_t = torch.tensor(txt2img)
     imf, pv, txf, tid, tatt = retrieval_features(model, processor, [pil[i] for i in ids], texts)
@@ -217,14 +218,14 @@ def _recall(prefix, sim, txt2img, only=None) -> dict:
     out = {}
     n_img = sim.shape[0]
     if only in (None, "i2t"):
-        # image -> text: a hit if any of the top-k texts belongs to the image
+        # image -> text (evalkit's txt_r*): a hit if any of the top-k texts belongs to the image
         for k in (1, 5):
             top = sim.topk(k, dim=1).indices
             hit = (txt2img[top] == torch.arange(n_img)[:, None]).any(1).float().mean()
-            out[f"{prefix}_image_R@{k}"] = 100 * hit.item()
-    if only in (None, "t2i"):
+            out[f"{prefix}_i2t_R@{k}"] = 100 * hit.item()
+    if only in (None, "t2i"):  # text -> image (evalkit's img_r*)
         for k in (1, 5):
             top = sim.t().topk(k, dim=1).indices
             hit = (top == txt2img[:, None]).any(1).float().mean()
-            out[f"{prefix}_text_R@{k}"] = 100 * hit.item()
+            out[f"{prefix}_t2i_R@{k}"] = 100 * hit.item()
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -12,6 +13,7 @@ from torch import nn
 from transformers import Blip2Config, Blip2ForImageTextRetrieval, OPTConfig
 
 from evalkit.demo.shapes import COLOR_NAMES, SHAPES
+from evalkit.models.blip2_retrieval import lavis_pre_caption
 
 from .common import IMAGE_TOKEN, TrainData
 from .gen import NUM_QUERY_TOKENS, vision_embeds, vision_qformer_configs
@@ -136,7 +138,9 @@ def train_itm(model, tokenizer, data: TrainData, steps: int, batch_size: int, lr
     """ITC (max over queries, multi-positive: images with the same (colour, shape) set) + ITM with
     hard negatives; extra negatives: each caption with its colours re-bound to other shapes.
     A throw-away text head makes the text [CLS] name its (colour, shape) set (dense supervision
-    for the binding of colours to shapes)."""
+    for the binding of colours to shapes).  Captions are cleaned as at evaluation time (LAVIS
+    BlipCaptionProcessor, the shapes-retrieval protocol), as LAVIS trains BLIP-2."""
+    data = dataclasses.replace(data, captions=[[lavis_pre_caption(c) for c in caps] for caps in data.captions])
     rng = random.Random(seed)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
