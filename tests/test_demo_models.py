@@ -13,14 +13,16 @@ import torch
 from conftest import run_cli
 from evalkit.demo.bundled import MODELS_DIR, SHAPES_DIR
 
-# Floors agreed from measurements of the shipped weights (evalkit/demo/MODELS.md), with margin.
+# Floors agreed from measurements (evalkit/demo/MODELS.md): the shipped weights and two retrains with
+# other seeds score at least CIDEr 636, VQA 97.7, R@1 98.0; the floors leave more than twice the
+# seed-to-seed spread as margin.
 FLOORS = {
-    ("shapes-caption", "blip2-tiny-opt", "CIDEr"): 100.0,
-    ("shapes-caption", "blip2-tiny-t5", "CIDEr"): 100.0,
-    ("shapes-vqa", "blip2-tiny-opt", "accuracy"): 80.0,
-    ("shapes-vqa", "blip2-tiny-t5", "accuracy"): 80.0,
-    ("shapes-retrieval", "blip2-tiny-itm", "txt_r1"): 60.0,
-    ("shapes-retrieval", "blip2-tiny-itm", "img_r1"): 60.0,
+    ("shapes-caption", "blip2-tiny-opt", "CIDEr"): 550.0,
+    ("shapes-caption", "blip2-tiny-t5", "CIDEr"): 550.0,
+    ("shapes-vqa", "blip2-tiny-opt", "accuracy"): 90.0,
+    ("shapes-vqa", "blip2-tiny-t5", "accuracy"): 90.0,
+    ("shapes-retrieval", "blip2-tiny-itm", "txt_r1"): 90.0,
+    ("shapes-retrieval", "blip2-tiny-itm", "img_r1"): 90.0,
 }
 FAST_VQA = ["--limit", "120", "-q"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,17 +113,28 @@ def _unigram_vocab(corpus: list[str], vocab_size: int) -> list[tuple[str, float]
     return out
 
 
-def build_bert_tokenizer(corpus: list[str], vocab_size: int = 300, max_len: int = 35) -> PreTrainedTokenizerFast:
+def build_bert_tokenizer(corpus: list[str], max_len: int = 35) -> PreTrainedTokenizerFast:
     """BERT style WordPiece (lowercased): [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, '[CLS] $A [SEP]'."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # Written by hand: tokenizers' WordPieceTrainer breaks frequency ties in hash-map order, so its
+    # vocabulary changed from process to process (measured: 4 runs, 4 vocabularies) and so did the
+    # retrieval model.  The shapes corpus has 57 distinct words: every corpus word is one piece, in
+    # (frequency, word) order, plus single characters (corpus + a-z0-9) and their "##" forms as the
+    # fallback for other words.
+    normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: dict[str, int] = {}
+    for line in corpus:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line)):
+            words[word] = words.get(word, 0) + 1
+    chars = sorted({ch for w in words for ch in w} | set(string.ascii_lowercase + string.digits))
+    vocab: dict[str, int] = {}
+    for piece in (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words, key=lambda w: (-words[w], w))
+                  + chars + [f"##{ch}" for ch in chars]):
+        vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
