@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import string
 from dataclasses import dataclass
@@ -250,6 +251,18 @@ def sample_tasks(rng: random.Random, data: TrainData, idx: list[int], p_caption:
             q, a = rng.choice(data.qa[i])
             out.append((VQA_PROMPT.format(q), a))
     return out
+
+
+def adamw_cosine(params, lr: float, steps: int, floor: float = 0.0):
+    """AdamW with a linear warm-up over 5% of the steps, then a cosine decay to ``floor`` x lr."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = max(1, steps // 20)
+
+    def factor(s: int) -> float:
+        cosine = min(1.0, (s + 1) / warm) * (0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+        return cosine * (1.0 - floor) + floor if floor else cosine
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def dir_size(path: Path) -> int:

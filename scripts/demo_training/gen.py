@@ -20,7 +20,7 @@ from transformers import (
 
 from evalkit.demo.shapes import IMAGE_SIZE
 
-from .common import IMAGE_TOKEN, TrainData, sample_tasks
+from .common import IMAGE_TOKEN, TrainData, adamw_cosine, sample_tasks
 
 NUM_QUERY_TOKENS = 9  # one per cell of the generator's 3x3 layout grid (see vision.py)
 
@@ -190,10 +190,7 @@ def train_generative(model, tokenizer, data: TrainData, kind: str, steps: int, b
     if freeze_qformer:
         feats = query_outputs(model, feats)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))) * 0.95 + 0.05)
+    opt, sched = adamw_cosine(params, lr, steps, floor=0.05)
     model.train()
     n = feats.shape[0]
     ema = None

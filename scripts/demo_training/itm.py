@@ -15,7 +15,7 @@ from transformers import Blip2Config, Blip2ForImageTextRetrieval, OPTConfig
 from evalkit.demo.shapes import COLOR_NAMES, SHAPES
 from evalkit.models.blip2_retrieval import lavis_pre_caption
 
-from .common import IMAGE_TOKEN, TrainData
+from .common import IMAGE_TOKEN, TrainData, adamw_cosine
 from .gen import NUM_QUERY_TOKENS, vision_embeds, vision_qformer_configs
 
 ITC_TEMP = 0.05  # training-only temperature (the HF model returns raw cosine similarities)
@@ -153,10 +153,7 @@ def train_itm(model, tokenizer, data: TrainData, steps: int, batch_size: int, lr
     text_head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, len(COLOR_NAMES) * len(SHAPES)))
     text_loss = pretrain_text(model, text_head, tokenizer, data, text_steps, 2 * batch_size, 2 * lr, rng)
     params = [p for p in model.parameters() if p.requires_grad] + list(text_head.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))) * 0.95 + 0.05)
+    opt, sched = adamw_cosine(params, lr, steps, floor=0.05)
     model.train()
     n = feats.shape[0]
     ema_c = ema_m = acc_m = None

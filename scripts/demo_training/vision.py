@@ -10,7 +10,6 @@ image encoder).
 
 from __future__ import annotations
 
-import math
 import random
 import time
 
@@ -21,7 +20,7 @@ from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2V
 
 from evalkit.demo.shapes import GRID, IMAGE_SIZE
 
-from .common import TrainData
+from .common import TrainData, adamw_cosine
 
 
 def cell_pool_matrix(image_size: int, patch: int) -> torch.Tensor:
@@ -92,10 +91,7 @@ def pretrain_stage0(vision_config: Blip2VisionConfig, qformer_config: Blip2QForm
     rng = random.Random(seed)
     model = Stage0(vision_config, qformer_config, num_query_tokens)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    opt, sched = adamw_cosine(params, lr, steps)
     n = data.pixel_values.shape[0]
     t0, ema, acc = time.time(), None, None
     model.train()
