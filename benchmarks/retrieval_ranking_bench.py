@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from evalkit.metrics.retrieval_recall import retrieval_recall
-from evalkit.retrieval_rerank import itc_similarity, rerank_with_itm
+from evalkit.inference.itm_rerank import itc_similarity, rerank_with_itm
 
 
 def peak_rss_mib() -> float:

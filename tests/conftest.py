@@ -62,7 +62,7 @@ def karpathy_dir(tmp_path) -> Path:
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     """Run `evalkit ARGS` in-process; returns (exit code, stdout, stderr)."""
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     old = sys.argv
     sys.argv = ["evalkit", *args]

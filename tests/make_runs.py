@@ -1,6 +1,6 @@
 """Synthetic run folders (run.json, predictions.jsonl, sample_scores.jsonl) for report/compare tests.
 
-The folders have the layout and fields `evalkit run` writes (evalkit.run_record), with metrics that
+The folders have the layout and fields `evalkit run` writes (evalkit.engine.run_record), with metrics that
 are consistent with the per-sample scores (corpus BLEU/CIDEr/ROUGE-L from pycocoevalcap on
 captions that are already lower-case and free of punctuation, so PTB tokenisation leaves them
 as they are), unless a test overrides them.
@@ -273,9 +273,9 @@ def make_standard_results(root: Path, images: bool = True) -> dict[str, Path]:
 
 
 def cli(args: Sequence[str]) -> tuple[int, str, str]:
-    """Run `evalkit report|compare ARGS` in-process the way evalkit.cli.main does: (exit code, stdout, stderr).
+    """Run `evalkit report|compare ARGS` in-process the way evalkit.cli.main.main does: (exit code, stdout, stderr).
 
-    Builds its own Typer app with evalkit.cli_report.register, so it works whether or not
+    Builds its own Typer app with evalkit.cli.report_commands.register, so it works whether or not
     evalkit/cli.py has wired the commands in yet.
     """
     import contextlib
@@ -283,8 +283,8 @@ def cli(args: Sequence[str]) -> tuple[int, str, str]:
 
     import typer
 
-    from evalkit.cli_report import register
-    from evalkit.errors import EvalkitError
+    from evalkit.cli.report_commands import register
+    from evalkit.core.errors import EvalkitError
 
     app = typer.Typer(add_completion=False)
     register(app)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from evalkit.model_catalog import resolve_model
+from evalkit.models.catalog import resolve_model
 from evalkit.models.blip2_generation import Blip2Generator
 from evalkit.models.loading import load_checkpoint
-from evalkit.protocol import Protocol
+from evalkit.core.protocol import GenerationProtocol
 
 PROMPTS = ["a photo of", "Question: what color is the car? Short answer:", "", "a dog",
            "how many people are there in the park today", "is", "Question: a", "the quick brown fox jumps"]
@@ -29,7 +29,7 @@ def _generator(path) -> Blip2Generator:
 def test_batch_of_8_equals_batch_of_1(family, num_beams, request):
     generator = _generator(request.getfixturevalue(f"tiny_{family}"))
     queries = generator.encode_images(generator.pixel_values(_images(8)))
-    protocol = Protocol(num_beams=num_beams, max_new_tokens=8, min_new_tokens=2)
+    protocol = GenerationProtocol(num_beams=num_beams, max_new_tokens=8, min_new_tokens=2)
     batched = generator.generate(queries, PROMPTS, protocol)
     single = [generator.generate(queries[i:i + 1], [PROMPTS[i]], protocol)[0] for i in range(8)]
     assert batched == single
@@ -40,7 +40,7 @@ def test_right_padding_for_opt_changes_answers(tiny_opt):
     """The check above can fail: OPT with right padding continues from pad tokens."""
     generator = _generator(tiny_opt)
     queries = generator.encode_images(generator.pixel_values(_images(8)))
-    protocol = Protocol(num_beams=1, max_new_tokens=8, min_new_tokens=2)
+    protocol = GenerationProtocol(num_beams=1, max_new_tokens=8, min_new_tokens=2)
     single = [generator.generate(queries[i:i + 1], [PROMPTS[i]], protocol)[0] for i in range(8)]
     generator.tokenizer.padding_side = "right"
     assert generator.generate(queries, PROMPTS, protocol) != single
@@ -53,7 +53,7 @@ def test_cached_image_path_equals_transformers_generate(family, request):
     model, processor = generator.model, generator.processor
     images = _images(3)
     prompts = PROMPTS[:2] + ["how many people are there in the park today"]
-    protocol = Protocol(num_beams=3, max_new_tokens=6, min_new_tokens=1)
+    protocol = GenerationProtocol(num_beams=3, max_new_tokens=6, min_new_tokens=1)
     ours = generator.generate(generator.encode_images(generator.pixel_values(images)), prompts, protocol)
     for image, prompt, answer in zip(images, prompts, ours):
         inputs = processor(images=image, text=prompt, return_tensors="pt")

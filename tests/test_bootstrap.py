@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from evalkit.bootstrap import (BleuCorpus, CiderCorpus, mean_difference_ci, paired_bootstrap, ratio_diff,
+from evalkit.metrics.bootstrap import (BleuCorpus, CiderCorpus, mean_difference_ci, paired_bootstrap, ratio_diff,
                                resample_weights, verdict)
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 
 def test_coverage_of_a_known_mean_difference():

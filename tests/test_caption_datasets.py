@@ -9,7 +9,7 @@ import pytest
 from conftest import COCO_FIXTURE, coco_annotations, write_karpathy
 from evalkit.data.caption_datasets import load_caption_set
 from evalkit.data.data_arg import parse_data_arg
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 
 def _by_id(sample_set):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 from evalkit.metrics import caption_metrics as cm
 
 FIXTURES = Path(__file__).parent / "fixtures" / "karpathy_refs"

@@ -64,7 +64,7 @@ def test_resume_after_kill_9_gives_the_uninterrupted_result(tiny_opt, tmp_path, 
     data = tmp_path / "data"
     data.mkdir()
     write_karpathy(data, repeat=4)  # 30 test images
-    command = [sys.executable, "-m", "evalkit.cli", "run", "coco-caption", "-m", str(tiny_opt), "--data", str(data),
+    command = [sys.executable, "-m", "evalkit.cli.main", "run", "coco-caption", "-m", str(tiny_opt), "--data", str(data),
                *FAST]
     crashed = tmp_path / "crashed"
     process = subprocess.Popen(command + ["--results", str(crashed), "--batch-size", "1"],

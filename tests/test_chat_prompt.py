@@ -1,9 +1,9 @@
 """Chat-style multi-turn prompts: earlier turns kept, oldest dropped first to fit the context."""
 
-from evalkit.protocol import Protocol
-from evalkit.runner import chat_prompt
+from evalkit.core.protocol import GenerationProtocol
+from evalkit.inference.chat_runner import chat_prompt
 
-CHAT = Protocol(prompt="Question: {question} Answer:", chat=True)
+CHAT = GenerationProtocol(prompt="Question: {question} Answer:", chat=True)
 
 
 def words(text: str) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.data import coco_caption_files as ccf
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 from evalkit.metrics.caption_metrics import OFFICIAL_KEYS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "karpathy_refs"

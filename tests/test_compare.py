@@ -152,7 +152,7 @@ def test_different_vqa_scorer_exits_2(tmp_path):
 
 @pytest.mark.parametrize("java", ["available", "missing"])
 def test_caption_regression(tmp_path, monkeypatch, java):
-    from evalkit.errors import EvalkitError
+    from evalkit.core.errors import EvalkitError
     from evalkit.metrics import caption_metrics
 
     if java == "missing":
@@ -249,18 +249,18 @@ def test_usage_errors(tmp_path, vqa_pair):
 
 
 def test_wired_cli_propagates_exit_codes(vqa_pair):
-    """Through the real `evalkit` entry point, once evalkit/cli.py calls register(app)."""
+    """Through the real `evalkit` entry point, once evalkit/cli/main.py calls register(app)."""
     import subprocess
     import sys
 
-    from evalkit import cli as main_cli
+    from evalkit.cli import main as main_cli
 
     names = {c.name or c.callback.__name__ for c in main_cli.app.registered_commands}
     assert "compare" in names
     base, cand = vqa_pair
-    proc = subprocess.run([sys.executable, "-c", "from evalkit.cli import main; main()", "compare", str(base),
+    proc = subprocess.run([sys.executable, "-c", "from evalkit.cli.main import main; main()", "compare", str(base),
                            str(cand), "--n-boot", "100"], capture_output=True, text=True)
     assert proc.returncode == 1, (
         "`evalkit compare` printed a regression but the process exited "
-        f"{proc.returncode}: evalkit.cli.main must exit with the code app(standalone_mode=False) returns "
+        f"{proc.returncode}: evalkit.cli.main.main must exit with the code app(standalone_mode=False) returns "
         "(typer.Exit(code) is returned, not raised, in non-standalone mode)\n" + proc.stdout[-500:] + proc.stderr)

@@ -30,7 +30,7 @@ FAST_VQA = ["--limit", "120", "-q"]
 @pytest.fixture(scope="module")
 def demo_results(tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("demo") / "results"
-    from evalkit.demo_command import run_demo
+    from evalkit.cli.demo_command import run_demo
 
     run_demo(results, batch_size=None, device="cpu", show_progress=False, chat=True)
     return results
@@ -66,7 +66,7 @@ def test_report_over_the_demo_runs(demo_results, capsys):
 def _vqa_accuracy(generator, samples, annotations, batch_size=8):
     from evalkit.data.images import ImageSource
     from evalkit.metrics.vqa_accuracy import score_vqa
-    from evalkit.task_registry import get_task
+    from evalkit.core.registry import get_task
 
     protocol = get_task("shapes-vqa").protocol_for("opt")
     images = ImageSource()
@@ -83,10 +83,10 @@ def _vqa_accuracy(generator, samples, annotations, batch_size=8):
 def test_right_padding_for_opt_lowers_the_score():
     from evalkit.data.data_arg import parse_data_arg
     from evalkit.data.vqa_datasets import load_vqa_set
-    from evalkit.model_catalog import resolve_model
+    from evalkit.models.catalog import resolve_model
     from evalkit.models.blip2_generation import Blip2Generator
     from evalkit.models.loading import load_checkpoint
-    from evalkit.task_registry import get_task
+    from evalkit.core.registry import get_task
 
     task = get_task("shapes-vqa")
     sample_set = load_vqa_set(parse_data_arg(str(SHAPES_DIR)), "test", None, task.columns)

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from evalkit.errors import EvalkitError
-from evalkit.journal import PredictionJournal, write_json_atomic
-from evalkit.samples import Prediction
+from evalkit.core.errors import EvalkitError
+from evalkit.core.atomic_files import write_json_atomic
+from evalkit.engine.journal import PredictionJournal
+from evalkit.core.samples import Prediction
 
 HEADER = {"task": "t", "protocol_fingerprint": "abc", "model": "m"}
 

@@ -2,21 +2,21 @@
 
 import pytest
 
-from evalkit.errors import EvalkitError
-from evalkit.protocol import Protocol
-from evalkit.task_registry import get_task
+from evalkit.core.errors import EvalkitError
+from evalkit.core.protocol import GenerationProtocol
+from evalkit.core.registry import get_task
 
 
 def test_fingerprint_changes_with_any_knob():
-    base = Protocol(prompt="a photo of", num_beams=5)
-    assert base.fingerprint() == Protocol(prompt="a photo of", num_beams=5).fingerprint()
+    base = GenerationProtocol(prompt="a photo of", num_beams=5)
+    assert base.fingerprint() == GenerationProtocol(prompt="a photo of", num_beams=5).fingerprint()
     assert base.fingerprint() != base.with_overrides({"num_beams": 4}).fingerprint()
     assert base.fingerprint() != base.with_overrides({"prompt": "a picture of"}).fingerprint()
 
 
 def test_unknown_override_is_an_error():
-    with pytest.raises(EvalkitError, match="unknown protocol setting"):
-        Protocol().with_overrides({"beams": 3})
+    with pytest.raises(EvalkitError, match="unknown generation protocol setting .beams."):
+        GenerationProtocol().with_overrides({"beams": 3})
 
 
 def test_paper_protocols_are_the_documented_ones():
@@ -30,3 +30,38 @@ def test_paper_protocols_are_the_documented_ones():
     retrieval = get_task("retrieval-flickr30k")
     assert retrieval.default_model == "blip2-itm-vit-g-coco" and retrieval.protocol_for("itm").image_size == 364
     assert retrieval.protocol_for("itm").rerank_k == 128
+
+
+def test_generation_and_retrieval_protocols_hold_only_their_own_settings():
+    caption = get_task("coco-caption").protocol_for("opt").to_dict()
+    retrieval = get_task("retrieval-coco").protocol_for("itm").to_dict()
+    assert "rerank_k" not in caption and "max_text_tokens" not in caption and "num_beams" in caption
+    assert "num_beams" not in retrieval and "prompt" not in retrieval and retrieval["rerank_k"] == 128
+    # a retrieval default cannot re-fingerprint a caption run: the caption record does not hold it
+    from evalkit.core.protocol import RetrievalProtocol
+
+    assert RetrievalProtocol().with_overrides({"rerank_k": 64}).fingerprint() != RetrievalProtocol().fingerprint()
+    assert set(caption) == set(GenerationProtocol().to_dict())
+
+
+def test_shapes_tasks_reuse_the_paper_protocols_per_family():
+    """shapes-* differ from the paper tasks only where the tiny models need it (stated in tasks/shapes.py)."""
+    for family in ("opt", "t5"):
+        paper, shapes = get_task("vqav2").protocol_for(family), get_task("shapes-vqa").protocol_for(family)
+        assert shapes == paper.with_overrides({"image_size": None})
+        chat_paper, chat_shapes = get_task("vqav2-chat").protocol_for(family), get_task("shapes-chat").protocol_for(family)
+        assert chat_shapes == chat_paper.with_overrides({"image_size": None}) and chat_shapes.chat
+    assert get_task("vqav2").protocol_for("opt").length_penalty == 0.0
+    assert get_task("vqav2").protocol_for("t5").length_penalty == -1.0
+    assert not get_task("vqav2").protocol_for("t5").stop_at_newline
+
+
+def test_a_setting_of_the_other_protocol_kind_is_refused_before_the_model_loads(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "evalkit", "run", "shapes-caption", "--k", "5", "--results",
+                           str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown generation protocol setting 'rerank_k'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())

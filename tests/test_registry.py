@@ -2,9 +2,9 @@
 
 import pytest
 
-from evalkit.errors import EvalkitError
-from evalkit.model_catalog import MODELS, resolve_model
-from evalkit.task_registry import all_tasks, get_task
+from evalkit.core.errors import EvalkitError
+from evalkit.models.catalog import MODELS, resolve_model
+from evalkit.core.registry import all_tasks, get_task
 
 
 def test_every_hub_checkpoint_is_registered():
@@ -29,11 +29,12 @@ def test_local_checkpoint_family_is_read_from_its_config(tiny_opt, tiny_t5):
 
 def test_include_path_adds_a_task(tmp_path):
     (tmp_path / "my_task.py").write_text(
-        "from evalkit.protocol import Protocol\n"
-        "from evalkit.task_spec import TaskSpec\n"
+        "from evalkit.core.protocol import GenerationProtocol\n"
+        "from evalkit.core.task_spec import TaskSpec\n"
         "from evalkit.data.caption_datasets import load_caption_set\n"
-        "TASKS = [TaskSpec(name='my-caption', version='1', kind='caption', description='mine',\n"
-        "                  protocols={'opt': Protocol(prompt='')}, load_data=load_caption_set,\n"
+        "from evalkit.kinds.caption import CAPTION\n"
+        "TASKS = [TaskSpec(name='my-caption', version='1', kind=CAPTION, description='mine',\n"
+        "                  protocol=GenerationProtocol(prompt=''), load_data=load_caption_set,\n"
         "                  default_split='test', data_help='x')]\n")
     assert "my-caption" in all_tasks([str(tmp_path)])
     assert "my-caption" not in all_tasks()
@@ -43,3 +44,39 @@ def test_broken_task_file_is_a_one_line_error(tmp_path):
     (tmp_path / "bad.py").write_text("raise RuntimeError('boom')\n")
     with pytest.raises(EvalkitError, match="bad.py failed to load"):
         all_tasks([str(tmp_path)])
+
+
+TASK_FILE = (
+    "from evalkit.core.protocol import GenerationProtocol, RetrievalProtocol\n"
+    "from evalkit.core.task_spec import TaskSpec\n"
+    "from evalkit.data.caption_datasets import load_caption_set\n"
+    "from evalkit.kinds.caption import CAPTION\n"
+    "TASKS = [TaskSpec(name='my-caption', version='1', kind={kind}, description='mine',\n"
+    "                  protocol={protocol}, family_overrides={overrides}, load_data=load_caption_set,\n"
+    "                  default_split='test', data_help='x')]\n")
+
+
+@pytest.mark.parametrize("kind, protocol, overrides, message", [
+    ("'captoin'", "GenerationProtocol()", "{}", "kind must be a task kind from evalkit.kinds"),
+    ("'caption'", "GenerationProtocol()", "{}", "kind must be a task kind"),
+    ("CAPTION", "RetrievalProtocol()", "{}", "a caption task needs a GenerationProtocol, got RetrievalProtocol"),
+    ("CAPTION", "GenerationProtocol()", "{'itm': {}}", "model family 'itm' is not one of caption's"),
+    ("CAPTION", "GenerationProtocol()", "{'opt': {'beams': 3}}", "unknown generation protocol setting 'beams'"),
+    ("CAPTION", "GenerationProtocol()", "{'t5': {'rerank_k': 3}}", "unknown generation protocol setting 'rerank_k'"),
+])
+def test_a_bad_task_spec_fails_when_its_file_loads(tmp_path, kind, protocol, overrides, message):
+    """A mistyped kind or protocol field is refused when the task file loads, before any model or data."""
+    (tmp_path / "my_task.py").write_text(TASK_FILE.format(kind=kind, protocol=protocol, overrides=overrides))
+    with pytest.raises(EvalkitError, match=message):
+        all_tasks([str(tmp_path)])
+
+
+def test_every_builtin_task_names_a_known_kind_and_has_a_protocol_per_family():
+    from evalkit.kinds import all_kinds
+
+    kinds = all_kinds()
+    assert sorted(kinds) == ["caption", "retrieval", "vqa"]
+    for task in all_tasks().values():
+        assert kinds[task.kind.name] is task.kind
+        for family in task.kind.model_families:
+            assert isinstance(task.protocol_for(family), task.kind.protocol_type)

@@ -11,7 +11,7 @@ import pytest
 
 from make_runs import answers_with_accuracy, cli, make_standard_results, retrieval_run, vqa_run, vqa_set
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ EXPECTED = [
 
 
 def test_reference_file_holds_the_published_numbers():
-    from evalkit.reference_numbers import load_references
+    from evalkit.analysis.reference_numbers import load_references
 
     refs = load_references()
     table = {(r.model, r.task, r.split, r.metric, r.kind): r for r in refs if not r.derived}
@@ -244,7 +244,7 @@ def test_reference_file_holds_the_published_numbers():
 
 
 def test_derived_retrieval_means_match_their_inputs():
-    from evalkit.reference_numbers import load_references
+    from evalkit.analysis.reference_numbers import load_references
 
     refs = load_references()
     for task in ("retrieval-coco", "retrieval-flickr30k"):
@@ -257,7 +257,7 @@ def test_derived_retrieval_means_match_their_inputs():
 
 
 def test_model_name_normalisation():
-    from evalkit.reference_numbers import normalise_model_name, references_for
+    from evalkit.analysis.reference_numbers import normalise_model_name, references_for
 
     assert normalise_model_name("Salesforce/blip2-opt-2.7b") == "blip2-opt-2.7b"
     assert normalise_model_name("Salesforce--blip2-opt-2.7b") == "blip2-opt-2.7b"
@@ -266,7 +266,7 @@ def test_model_name_normalisation():
 
 
 def test_build_report_raises_for_no_runs(tmp_path):
-    from evalkit.report import build_report
+    from evalkit.analysis.report import build_report
 
     with pytest.raises(EvalkitError):
         build_report(tmp_path)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 from evalkit.metrics.retrieval_recall import per_query_ranks, retrieval_recall
-from evalkit.retrieval_rerank import LAVIS_FILL_VALUE, itc_similarity, rerank_with_itm
+from evalkit.inference.itm_rerank import LAVIS_FILL_VALUE, itc_similarity, rerank_with_itm
 
 torch.set_num_threads(1)
 

@@ -22,7 +22,7 @@ def tiny_itm(tmp_path_factory) -> Path:
 def test_features_and_itm_equal_the_transformers_forward(tiny_itm):
     from PIL import Image
 
-    from evalkit.model_catalog import resolve_model
+    from evalkit.models.catalog import resolve_model
     from evalkit.models.blip2_retrieval import Blip2Retriever
     from evalkit.models.loading import load_checkpoint
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 from evalkit.metrics.vqa_accuracy import (
     VQA_METRIC_VARIANTS,
     VQAScores,

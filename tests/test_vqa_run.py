@@ -12,7 +12,7 @@ from conftest import FIXTURES, run_cli
 from evalkit.data.data_arg import parse_data_arg
 from evalkit.data.vqa_datasets import load_vqa_set
 from evalkit.demo.bundled import SHAPES_DIR
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 FAST = ["--num-beams", "2", "--max-new-tokens", "4", "-q"]
 EXAMPLE = FIXTURES / "vqav2_format_example"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.data.vqav2_files import load_annotations, load_predictions, load_questions, score_vqa_files
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 from evalkit.metrics.vqa_accuracy import VQA_METRIC_VARIANTS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vqav2_53q"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from evalkit.data.data_arg import DataArg, find_image_root, hf_column, load_hf_dataset, read_json
 from evalkit.data.images import HF_ROW_PREFIX, ImageSource
-from evalkit.data.sample_set import SampleSet, file_sha256
-from evalkit.errors import EvalkitError
-from evalkit.samples import Sample
+from evalkit.core.sample_set import SampleSet, file_sha256
+from evalkit.core.errors import EvalkitError
+from evalkit.core.samples import Sample
 
 FOLDER_CANDIDATES = ("dataset_coco.json", "dataset_flickr30k.json", "dataset_shapes.json", "annotations/captions_val2014.json",
                      "annotations/captions_val2017.json", "captions_val2014.json", "captions_val2017.json",

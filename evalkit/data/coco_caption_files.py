@@ -7,7 +7,7 @@ Formats (those of ``pycocotools.coco.COCO`` and ``COCO.loadRes``, as used by ``C
 * predictions ("results"): ``[{"image_id": 391895, "caption": "a man riding ..."}, ...]``
 
 Files may be gzip-compressed (name ending in ``.gz``). Every problem is reported as a one-line
-:class:`~evalkit.errors.EvalkitError` that names the file. Where the official code does something
+:class:`~evalkit.core.errors.EvalkitError` that names the file. Where the official code does something
 questionable we are stricter, never silently different:
 
 * duplicated ``image_id`` in predictions: ``loadRes`` keeps both, and ``COCOEvalCap`` then dies
@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 from evalkit.metrics.caption_metrics import CaptionScores, SpiceMode, score_captions
 
 PathLike = str | os.PathLike[str]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 HF_PREFIX = "hf:"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 HF_ROW_PREFIX = "hf-row:"
 

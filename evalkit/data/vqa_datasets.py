@@ -7,9 +7,9 @@ from typing import Mapping
 
 from evalkit.data.data_arg import DataArg, find_image_root, hf_column, load_hf_dataset, read_json
 from evalkit.data.images import HF_ROW_PREFIX, ImageSource
-from evalkit.data.sample_set import SampleSet, file_sha256
-from evalkit.errors import EvalkitError
-from evalkit.samples import Sample
+from evalkit.core.sample_set import SampleSet, file_sha256
+from evalkit.core.errors import EvalkitError
+from evalkit.core.samples import Sample
 
 # split name -> the official data_subtype in file names
 SUBTYPES = {"val": "val2014", "train": "train2014", "test-dev": "test-dev2015", "test": "test2015"}

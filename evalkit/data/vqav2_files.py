@@ -9,7 +9,7 @@ Files (https://visualqa.org/download.html):
   "answers": [{"answer", "answer_confidence", "answer_id"} x 10], ...}, ...], ...}``
 * predictions, the official result format: ``[{"question_id": int, "answer": str}, ...]``
 
-Rules (every violation raises :class:`~evalkit.errors.EvalkitError` with one line that
+Rules (every violation raises :class:`~evalkit.core.errors.EvalkitError` with one line that
 names the file): question ids must be integers and unique in each file; every
 annotation must have exactly 10 answers (all VQAv2 annotations do; the accuracy
 formula's "/3 over the other 9" assumes it); questions and annotations must cover the
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 from evalkit.metrics.vqa_accuracy import VQAScores, check_vqa_variant, score_vqa
 
 ANSWERS_PER_QUESTION = 10

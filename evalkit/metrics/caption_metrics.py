@@ -19,7 +19,7 @@ official ones (not merely close); only the plumbing around them differs:
   like the official two separate runs (the official code starts Java twice).
 * The METEOR JVM is started before tokenisation, so loading its paraphrase table overlaps with it.
 * Every Java step has a timeout; on expiry the whole Java process group is killed and an
-  :class:`~evalkit.errors.EvalkitError` names the metric. The METEOR process is always closed
+  :class:`~evalkit.core.errors.EvalkitError` names the metric. The METEOR process is always closed
   (the library only closes it in ``__del__``, and that ``__del__`` deadlocks after an error).
 * Captions containing a character that PTBTokenizer treats as a line break (``\\r``, VT, FF,
   U+2028, U+2029) no longer shift all later captions by a line: they become spaces, like ``\\n``
@@ -66,7 +66,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.spice.spice import Spice
 from pycocoevalcap.tokenizer import ptbtokenizer as _ptb
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 ImageId = Union[int, str]
 SpiceMode = Literal["auto", "on", "off"]

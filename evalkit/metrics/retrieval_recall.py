@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 __all__ = ["QueryRanks", "per_query_ranks", "recall_from_ranks", "retrieval_recall"]
 

@@ -72,7 +72,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 VQA_METRIC_VARIANTS = ("official", "lavis", "lmms")
 

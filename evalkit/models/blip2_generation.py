@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from evalkit.models.image_preprocessing import ImagePreprocessor
 from evalkit.models.loading import LoadedCheckpoint
-from evalkit.protocol import Protocol
+from evalkit.core.protocol import GenerationProtocol
 
 
 class Blip2Generator:
@@ -62,7 +62,7 @@ class Blip2Generator:
         return len(self.tokenizer(prompt)["input_ids"])
 
     @torch.inference_mode()
-    def generate(self, query_embeds: torch.Tensor, prompts: Sequence[str], protocol: Protocol) -> list[str]:
+    def generate(self, query_embeds: torch.Tensor, prompts: Sequence[str], protocol: GenerationProtocol) -> list[str]:
         """Answers for each (image query embeddings, prompt) pair, decoded and stripped."""
         encoded = self.tokenizer(list(prompts), padding=True, return_tensors="pt")
         batch = len(prompts)
@@ -81,7 +81,7 @@ class Blip2Generator:
         texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
         return [clean_answer(text, protocol.stop_at_newline) for text in texts]
 
-    def generation_kwargs(self, protocol: Protocol) -> dict:
+    def generation_kwargs(self, protocol: GenerationProtocol) -> dict:
         """Decoding settings for `generate`: max/min *new* tokens, never max_length."""
         kwargs = {
             "do_sample": False,

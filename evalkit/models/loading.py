@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from evalkit.errors import EvalkitError
-from evalkit.model_catalog import GPU_DTYPE_BY_FAMILY, ModelEntry
+from evalkit.core.errors import EvalkitError
+from evalkit.models.catalog import GPU_DTYPE_BY_FAMILY, ModelEntry
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,

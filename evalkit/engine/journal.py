@@ -13,23 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from evalkit.errors import EvalkitError
-from evalkit.samples import Prediction
+from evalkit.core.atomic_files import write_json_atomic
+from evalkit.core.errors import EvalkitError
+from evalkit.core.samples import Prediction
 
 HEADER_FILE = "journal.json"
 PREDICTIONS_FILE = "predictions.jsonl"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class PredictionJournal:

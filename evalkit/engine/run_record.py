@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evalkit.journal import write_json_atomic
+from evalkit.core.atomic_files import write_json_atomic
 from evalkit.models.loading import dtype_name
-from evalkit.provenance import device_description, provenance
+from evalkit.engine.provenance import device_description, provenance
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.json"
@@ -106,8 +106,3 @@ def write_record(run_dir: Path, record: dict, scores) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, run_dir / SAMPLE_SCORES_FILE)
     write_json_atomic(run_dir / RUN_FILE, record)
-
-
-def read_record(run_dir: Path) -> dict:
-    """run.json of a run directory."""
-    return json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8"))

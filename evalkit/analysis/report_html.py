@@ -12,11 +12,10 @@ import base64
 import html
 import io
 import json
-from collections import Counter
 from pathlib import Path
 
-from evalkit.report import Report, cell_text, footnotes, protocol_text
-from evalkit.results_index import RunInfo
+from evalkit.analysis.report import Report, cell_text, footnotes, protocol_text
+from evalkit.analysis.results_index import RunInfo
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
 
@@ -89,22 +88,13 @@ def sample_rows(run: RunInfo) -> list[dict]:
 
 
 def _sample_rows(run: RunInfo) -> list[dict]:
-    preds, scores = run.predictions(), run.sample_scores()
+    preds, scores, kind = run.predictions(), run.sample_scores(), run.task_kind
     out = []
     for sample_id, line in preds.items():
-        if run.kind == "retrieval":
-            s = scores.get(f"image:{sample_id}") or {}
-            rank = s.get("text_rank")
-            score = -float(rank) if rank is not None else None
-            label = f"rank of first right caption: {int(rank) + 1}" if rank is not None else "no score"
-        else:
-            name = "CIDEr" if run.kind == "caption" else "accuracy" if run.kind == "vqa" else run.headline
-            value = (scores.get(sample_id) or {}).get(name)
-            score = float(value) if value is not None else None
-            label = f"{name} {value:.1f}" if value is not None else "no score"
+        score = kind.sample_value(sample_id, scores)
         out.append({"id": sample_id, "image": line.get("image", ""), "prompt": line.get("prompt", ""),
                     "prediction": line.get("prediction", ""), "references": list(line.get("references") or []),
-                    "status": line.get("status", "ok"), "score": score, "label": label})
+                    "status": line.get("status", "ok"), "score": score, "label": kind.sample_label(score)})
     return out
 
 
@@ -151,31 +141,23 @@ def gallery_items(run: RunInfo, others: list[RunInfo], gallery_size: int) -> tup
     return items, len(rows), len(disagree)
 
 
-def _references_text(kind: str, references: list[str]) -> str:
-    if kind == "vqa":
-        counts = Counter(r.strip() for r in references)
-        return ", ".join(f"{a} ×{n}" if n > 1 else a for a, n in counts.most_common())
-    return " / ".join(references[:5]) + (f" (+{len(references) - 5})" if len(references) > 5 else "")
-
-
 def render_item(run: RunInfo, item: dict, thumbs: Thumbnails) -> str:
     uri = thumbs.uri(item["image"], run.path)
     image = (f'<img class="thumb" alt="{esc(item["id"])}" src="{uri}">' if uri else
              '<div class="thumb noimg">no image</div>')
+    kind = run.task_kind
     question = ""
-    if run.kind == "vqa":
+    if kind.shows_prompt:
         prompt = item["prompt"] if len(item["prompt"]) <= 240 else "…" + item["prompt"][-239:]
         question = f'<div class="q">{esc(prompt)}</div>'
-    refs_label = "answers" if run.kind == "vqa" else "captions" if run.kind == "retrieval" else "references"
-    pred_label = "top-1 caption" if run.kind == "retrieval" else "prediction"
     others = "".join(f'<div class="other">{esc(o["run"])}: <b>{esc(o["prediction"])}</b> ({esc(o["label"])})</div>'
                      for o in item["others"])
     failed = ' <span class="failed">failed</span>' if item["status"] != "ok" else ""
     return (f'<div class="item" data-worst="{item["worst"]}" data-disagree="{1 if item["others"] else 0}" '
             f'data-id="{esc(item["id"])}">{image}<div class="meta"><div class="sid">#{esc(item["id"])} · '
             f'<span class="score">{esc(item["label"])}</span>{failed}</div>{question}'
-            f'<div class="pred">{pred_label}: <b>{esc(item["prediction"])}</b></div>'
-            f'<div class="refs">{refs_label}: {esc(_references_text(run.kind, item["references"]))}</div>'
+            f'<div class="pred">{kind.prediction_label}: <b>{esc(item["prediction"])}</b></div>'
+            f'<div class="refs">{kind.references_label}: {esc(kind.references_text(item["references"]))}</div>'
             f'{others}</div></div>')
 
 
@@ -226,51 +208,34 @@ def bar_chart(title: str, categories: list[str], series: list[tuple[str, list[fl
     return "".join(parts)
 
 
-def answer_type_chart(task: str, runs: list[RunInfo]) -> str | None:
-    """VQA accuracy by answer type, one bar per run."""
-    per_run = []
-    for run in runs:
-        types = {k.split("/", 1)[1]: v for k, v in run.metrics.items() if k.startswith("accuracy/")}
-        if not types:
-            types = {k: float(v) for k, v in ((run.record.get("details") or {}).get("perAnswerType") or {}).items()}
-        if "accuracy" in run.metrics:
-            types = {"overall": run.metrics["accuracy"], **types}
-        if types:
-            per_run.append((run_label(run), types))
+def breakdown_chart(task: str, runs: list[RunInfo]) -> str | None:
+    """The kind's sub-scores (e.g. VQA accuracy by answer type), one bar per run."""
+    per_run = [(run_label(run), parts) for run in runs if (parts := run.task_kind.breakdown(run.record))]
     if not per_run:
         return None
-    categories = list(dict.fromkeys(c for _, t in per_run for c in t))
-    series = [(label, [types.get(c) for c in categories]) for label, types in per_run]
-    return bar_chart(f"{task}: accuracy by answer type", categories, series, "accuracy", 100.0)
+    categories = list(dict.fromkeys(c for _, parts in per_run for c in parts))
+    series = [(label, [parts.get(c) for c in categories]) for label, parts in per_run]
+    metric = runs[0].task_kind.sample_score
+    return bar_chart(f"{task}: {metric} by {runs[0].task_kind.breakdown_label}", categories, series, metric, 100.0)
 
 
-def distribution_chart(task: str, kind: str, runs: list[RunInfo]) -> str | None:
-    """Share of samples per score bin (per-image CIDEr, per-question accuracy, rank of the first right caption)."""
-    if kind == "retrieval":
-        bins = [("1", 0, 1), ("2-5", 1, 5), ("6-10", 5, 10), ("11-50", 10, 50), (">50", 50, float("inf"))]
-        title, unit = f"{task}: rank of the first right caption (image queries)", "% of images"
-    elif kind == "vqa":
-        bins = [("0", -1, 0.01), ("30", 0.01, 31), ("60", 31, 61), ("90", 61, 91), ("100", 91, 101)]
-        title, unit = f"{task}: per-question accuracy", "% of questions"
-    else:
-        bins = [("0-25", -1, 25), ("25-50", 25, 50), ("50-100", 50, 100), ("100-200", 100, 200),
-                ("200+", 200, float("inf"))]
-        title, unit = f"{task}: per-image CIDEr", "% of images"
+def distribution_chart(task: str, runs: list[RunInfo]) -> str | None:
+    """Share of samples per bin of the kind's per-sample score (its ScoreHistogram)."""
+    kind = runs[0].task_kind if runs else None
+    if kind is None or kind.histogram is None:
+        return None
+    bins = kind.histogram.bins
     series = []
     for run in runs:
-        scores = run.sample_scores()
-        if kind == "retrieval":
-            values = [s["text_rank"] for k, s in scores.items() if k.startswith("image:") and "text_rank" in s]
-        else:
-            name = "CIDEr" if kind == "caption" else "accuracy"
-            values = [s[name] for s in scores.values() if name in s]
+        values = kind.histogram_values(run.sample_scores())
         if not values:
             continue
         shares = [100.0 * sum(1 for v in values if lo <= v < hi) / len(values) for _, lo, hi in bins]
         series.append((run_label(run), shares))
     if not series:
         return None
-    return bar_chart(title, [b[0] for b in bins], series, unit, 100.0)
+    return bar_chart(kind.histogram.title.replace("{task}", task), [b[0] for b in bins], series,
+                     kind.histogram.unit, 100.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,12 +297,11 @@ def build_html(report: Report, gallery_size: int = 30, thumb_px: int = 96) -> st
     plots, sections = [], []
     for column in report.tasks:
         runs = by_task.get(column.name, [])
-        if column.kind == "vqa":
-            chart = answer_type_chart(column.name, runs)
-            if chart:
-                plots.append(chart)
+        chart = breakdown_chart(column.name, runs)
+        if chart:
+            plots.append(chart)
         try:
-            chart = distribution_chart(column.name, column.kind, runs)
+            chart = distribution_chart(column.name, runs)
         except Exception:  # noqa: BLE001 - missing sample scores only cost the plot
             chart = None
         if chart:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 REFERENCE_FILE = Path(__file__).with_name("reference_numbers.json")
 KINDS = ("paper", "lavis")

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Paper-grade, batched, resumable evaluation of BLIP-2 vision-language models.")
@@ -97,9 +97,9 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="print run.json instead of a table"),
 ) -> None:
     """Run a task with a model: batched, resumable, scored with the official metric."""
-    from evalkit.evaluate import run_task
-    from evalkit.run_options import RunOptions
-    from evalkit.task_registry import get_task
+    from evalkit.engine.evaluate import run_task
+    from evalkit.core.run_options import RunOptions
+    from evalkit.core.registry import get_task
 
     spec = get_task(task, include_path)
     model = model or spec.default_model
@@ -155,7 +155,7 @@ def demo(
                                               help="use the blip2-tiny-* folders here instead of the bundled ones"),
 ) -> None:
     """Run the shapes tasks with the bundled tiny models (offline, CPU, about two minutes)."""
-    from evalkit.demo_command import print_demo, run_demo
+    from evalkit.cli.demo_command import print_demo, run_demo
 
     table, records = run_demo(results, batch_size, device, show_progress=not quiet and sys.stderr.isatty(), chat=chat,
                               models_dir=models_dir)
@@ -165,7 +165,7 @@ def demo(
 @list_app.command("models")
 def list_models() -> None:
     """Registered checkpoints (any hub id or local folder works too)."""
-    from evalkit.model_catalog import MODELS
+    from evalkit.models.catalog import MODELS
 
     table = Table()
     for name in ("name", "source", "family", "image size", "what"):
@@ -179,7 +179,7 @@ def list_models() -> None:
 @list_app.command("tasks")
 def list_tasks(include_path: List[str] = typer.Option([], help="folder of extra task files")) -> None:
     """Registered tasks with their kind and default data."""
-    from evalkit.task_registry import all_tasks
+    from evalkit.core.registry import all_tasks
 
     table = Table()
     for name in ("task", "kind", "version", "default split", "what"):
@@ -238,7 +238,7 @@ def score_vqav2(
 
 
 def _register_report_commands() -> None:
-    from evalkit.cli_report import register
+    from evalkit.cli.report_commands import register
 
     register(app)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.data.images import ImageSource
-from evalkit.samples import Sample
+from evalkit.core.samples import Sample
 
 
 @dataclass

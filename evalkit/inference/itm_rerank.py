@@ -42,7 +42,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 __all__ = ["ItmScoreFn", "ProgressFn", "itc_similarity", "rerank_with_itm", "LAVIS_FILL_VALUE"]
 

@@ -2,15 +2,16 @@
 
 Two runs of the same task on the same samples are compared metric by metric: the difference
 (candidate - baseline) of the official numbers, a paired-bootstrap confidence interval (see
-evalkit.bootstrap) and a verdict with a tolerance ``tol`` (absolute points, 0-100 scale):
+evalkit.metrics.bootstrap) and a verdict with a tolerance ``tol`` (absolute points, 0-100 scale):
 
 * ``regression``: the CI's upper bound < -tol (the candidate is worse by more than tol, at 95%);
 * ``improvement``: the CI's lower bound > +tol;
 * ``no significant change``: otherwise.
 
-Resampling units: images for captioning (corpus CIDEr and BLEU re-scored on each resample; METEOR,
-ROUGE-L and SPICE as per-image means), questions for VQA, and for retrieval the image queries
-(txt_r*) and the text queries (img_r*), drawn independently in each resample.
+Resampling units and statistics belong to the task kind (``TaskKind.paired_statistics``): images
+for captioning (corpus CIDEr and BLEU re-scored on each resample; METEOR, ROUGE-L and SPICE as
+per-image means), questions for VQA, and for retrieval the image queries (txt_r*) and the text
+queries (img_r*), drawn independently in each resample.
 
 Exit codes (for CI): 0 no regression, 1 at least one metric regressed, 2 the runs are not
 comparable (different task, data, sample ids, scorer or protocol; ``allow_protocol_change`` lets
@@ -20,21 +21,15 @@ a deliberate protocol change through).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-
-from evalkit.bootstrap import BleuCorpus, CiderCorpus, Interval, Weights, paired_bootstrap, ratio_diff, verdict
-from evalkit.errors import EvalkitError
-from evalkit.reference_numbers import references_for_run, run_model_names
-from evalkit.results_index import RunInfo, overrides_text
+from evalkit.core.errors import EvalkitError, NotComparableError
+from evalkit.kinds import kind_named
+from evalkit.metrics.bootstrap import Interval, paired_bootstrap, verdict
+from evalkit.analysis.reference_numbers import references_for_run, run_model_names
+from evalkit.analysis.results_index import RunInfo, overrides_text
 
 EXIT_OK, EXIT_REGRESSION, EXIT_NOT_COMPARABLE = 0, 1, 2
-CAPTION_CORPUS_BLEU = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
-RETRIEVAL_TXT = ("txt_r1", "txt_r5", "txt_r10")
-RETRIEVAL_IMG = ("img_r1", "img_r5", "img_r10")
-SAMPLE_SCORE_OF_KIND = {"caption": "CIDEr", "vqa": "accuracy", "retrieval": "text_rank"}
 
 
 def run_summary(run: RunInfo) -> dict:
@@ -69,9 +64,12 @@ def comparability(base: RunInfo, cand: RunInfo, allow_protocol_change: bool = Fa
                "different data (annotation files, split or --limit)")
     if bh.get("sample_ids") != ch.get("sample_ids"):
         differ("journal_header.sample_ids", bh.get("sample_ids"), ch.get("sample_ids"), "different samples")
-    bv, cv = (base.record.get("details") or {}).get("vqa_metric"), (cand.record.get("details") or {}).get("vqa_metric")
-    if base.kind == "vqa" and cand.kind == "vqa" and bv != cv:
-        differ("details.vqa_metric", bv, cv, "scored with different VQA accuracy rules")
+    if base.kind == cand.kind:
+        kind = kind_named(base.kind)
+        settings_b, settings_c = kind.scorer_settings(base.record), kind.scorer_settings(cand.record)
+        for name in sorted(set(settings_b) | set(settings_c)):
+            if settings_b.get(name) != settings_c.get(name):
+                differ(name, settings_b.get(name), settings_c.get(name), "scored with different scorer settings")
     if base.fingerprint != cand.fingerprint:
         fields = protocol_differences(base, cand)
         shown = ", ".join(f"{k}: {_short(a, 48)} -> {_short(b, 48)}" for k, (a, b) in fields.items()) or "?"
@@ -110,207 +108,12 @@ def not_comparable_message(blocking: list[dict]) -> str:
     return "runs are not comparable: " + "; ".join(parts)
 
 
-# --------------------------------------------------------------------------------------------
-# per-kind statistics
-# --------------------------------------------------------------------------------------------
-
-
-def _aligned(base: RunInfo, cand: RunInfo, prefix: str = "") -> list[str]:
-    ids_b = [i for i in base.sample_scores() if i.startswith(prefix)]
-    ids_c = {i for i in cand.sample_scores() if i.startswith(prefix)}
-    if set(ids_b) != ids_c:
-        missing = sorted(set(ids_b) ^ ids_c)
-        raise _NotComparable([{"field": "sample_scores.jsonl ids", "baseline": len(ids_b), "candidate": len(ids_c),
-                               "why": f"{len(missing)} sample ids in only one run (first: {missing[0]})"}])
-    return ids_b
-
-
-class _NotComparable(Exception):
-    def __init__(self, blocking: list[dict]):
-        super().__init__(not_comparable_message(blocking))
-        self.blocking = blocking
-
-
-def _column(run: RunInfo, ids: list[str], metric: str) -> np.ndarray | None:
-    scores = run.sample_scores()
-    values = [scores[i].get(metric) for i in ids]
-    if any(v is None for v in values):
-        return None
-    return np.asarray(values, dtype=np.float64)
-
-
-def _vqa_answer_types(run: RunInfo, ids: list[str]) -> list[str] | None:
-    """Each question's answer type: from predictions.jsonl ``extra.answer_type``, else from the VQAv2
-    annotation file beside the questions file named in run.json (only if its sha256 matches)."""
-    preds = run.predictions()
-    types = [((preds.get(i) or {}).get("extra") or {}).get("answer_type") for i in ids]
-    if all(types):
-        return [str(t) for t in types]
-    data = run.record.get("data") or {}
-    source, wanted = data.get("source"), data.get("annotations_sha256")
-    if data.get("format") != "vqav2" or not source or not wanted:
-        return None
-    questions = Path(source)
-    subtype = str(data.get("data_subtype") or data.get("split") or "")
-    candidates = [questions.with_name(questions.name.replace("OpenEnded_", "").replace("questions", "annotations"))]
-    if questions.parent.is_dir():
-        candidates += sorted(questions.parent.glob(f"*{subtype}*annotations.json"))
-    from evalkit.data.sample_set import file_sha256
-
-    for path in candidates:
-        if path.is_file() and path != questions and file_sha256(path) == wanted:
-            try:
-                content = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                return None
-            entries = content.get("annotations", []) if isinstance(content, dict) else content
-            by_id = {str(a.get("question_id")): a.get("answer_type") for a in entries}
-            found = [by_id.get(i) for i in ids]
-            return [str(t) for t in found] if all(found) else None
-    return None
-
-
-def _caption_tokens(base: RunInfo, cand: RunInfo, ids: list[str]):
-    """(PTB-tokenised references, {"b": baseline captions, "c": candidate captions}), one JVM; or
-    (None, why) when they cannot be re-scored (no Java, no references in predictions.jsonl)."""
-    from evalkit.metrics.caption_metrics import tokenize_captions
-
-    preds_b, preds_c = base.predictions(), cand.predictions()
-    missing = [i for i in ids if i not in preds_b or i not in preds_c]
-    if missing:
-        raise EvalkitError(f"{len(missing)} scored images have no line in predictions.jsonl (first: {missing[0]})")
-    if any(not preds_b[i].get("references") for i in ids):
-        return None, "predictions.jsonl lacks the references"
-    refs = {f"{side}:{i}": list(preds_b[i]["references"]) for side in "bc" for i in ids}
-    captions = {f"b:{i}": str(preds_b[i].get("prediction", "")) for i in ids}
-    captions.update({f"c:{i}": str(preds_c[i].get("prediction", "")) for i in ids})
-    try:
-        tok_refs, tok_preds = tokenize_captions(refs, captions)
-    except EvalkitError as err:
-        if "java" in str(err).lower():
-            return None, "Java not found for the PTB tokenizer"
-        raise
-    refs_out = {i: tok_refs[f"b:{i}"] for i in ids}
-    return (refs_out, {"b": {i: tok_preds[f"b:{i}"] for i in ids}, "c": {i: tok_preds[f"c:{i}"] for i in ids}}), ""
-
-
-def _cider_diff(corpus: CiderCorpus):
-    def fn(weights: Weights) -> float:
-        scores = corpus.scores(weights["images"])
-        return scores["c"] - scores["b"]
-
-    return fn
-
-
-def _bleu_diff(corpus: BleuCorpus, metric: str):
-    def fn(weights: Weights) -> float:
-        scores = corpus.scores(weights["images"])
-        return scores["c"][metric] - scores["b"][metric]
-
-    return fn
-
-
-def _statistics(base: RunInfo, cand: RunInfo, metrics: list[str]):
-    """(diff functions, unit sizes, method per metric, unit per metric, reasons without CI)."""
-    kind = base.kind
-    fns, sizes, method, unit, no_ci = {}, {}, {}, {}, {}
-    if kind == "vqa":
-        ids = _aligned(base, cand)
-        sizes["questions"] = len(ids)
-        b, c = _column(base, ids, "accuracy"), _column(cand, ids, "accuracy")
-        if b is None or c is None:
-            raise EvalkitError("sample_scores.jsonl lacks per-question 'accuracy'")
-        types = None
-        for name in metrics:
-            unit[name] = "questions"
-            if name == "accuracy":
-                fns[name], method[name] = ratio_diff("questions", b, c), "mean of per-question VQA accuracy"
-            elif name.startswith("accuracy/"):
-                if types is None:
-                    types = _vqa_answer_types(base, ids) or []
-                wanted = name.split("/", 1)[1]
-                if not types:
-                    no_ci[name] = "per-question answer types not recorded (no extra.answer_type, no annotation file)"
-                    continue
-                mask = np.asarray([t == wanted for t in types], dtype=np.float64)
-                if not mask.any():
-                    no_ci[name] = f"no question of answer type {wanted!r}"
-                    continue
-                fns[name] = ratio_diff("questions", b, c, den=mask)
-                method[name] = f"mean per-question accuracy over answer type {wanted!r}"
-            else:
-                no_ci[name] = "no per-question scores for this metric"
-    elif kind == "retrieval":
-        img_ids, txt_ids = _aligned(base, cand, "image:"), _aligned(base, cand, "text:")
-        sizes["image queries"], sizes["text queries"] = len(img_ids), len(txt_ids)
-        parts = {}
-        for name in RETRIEVAL_TXT:
-            b, c = _column(base, img_ids, name), _column(cand, img_ids, name)
-            if b is not None and c is not None:
-                parts[name] = ratio_diff("image queries", 100.0 * b, 100.0 * c)
-        for name in RETRIEVAL_IMG:
-            b, c = _column(base, txt_ids, name), _column(cand, txt_ids, name)
-            if b is not None and c is not None:
-                parts[name] = ratio_diff("text queries", 100.0 * b, 100.0 * c)
-
-        def mean_of(names):
-            chosen = [parts[n] for n in names]
-            return lambda w: float(np.mean([fn(w) for fn in chosen]))
-
-        combos = {"txt_r_mean": RETRIEVAL_TXT, "img_r_mean": RETRIEVAL_IMG, "r_mean": RETRIEVAL_TXT + RETRIEVAL_IMG}
-        for name in metrics:
-            if name in parts:
-                fns[name] = parts[name]
-                unit[name] = "image queries" if name in RETRIEVAL_TXT else "text queries"
-                method[name] = "recall over queries"
-            elif name in combos and all(n in parts for n in combos[name]):
-                fns[name] = mean_of(combos[name])
-                unit[name] = {"txt_r_mean": "image queries", "img_r_mean": "text queries"}.get(
-                    name, "image + text queries")
-                method[name] = "mean of the recalls, each over its queries"
-            else:
-                no_ci[name] = "no per-query hits for this metric"
-    elif kind == "caption":
-        ids = _aligned(base, cand)
-        sizes["images"] = len(ids)
-        wants_corpus = [m for m in metrics if m == "CIDEr" or m in CAPTION_CORPUS_BLEU]
-        tokens, why_not = _caption_tokens(base, cand, ids) if wants_corpus else (None, "")
-        cider = bleu = None
-        if tokens is not None:
-            tok_refs, tok_preds = tokens
-            if "CIDEr" in metrics:
-                cider = CiderCorpus(ids, tok_refs, tok_preds)
-            if any(m in CAPTION_CORPUS_BLEU for m in metrics):
-                bleu = BleuCorpus(ids, tok_refs, tok_preds)
-        for name in metrics:
-            unit[name] = "images"
-            if name == "CIDEr" and cider is not None:
-                fns[name] = _cider_diff(cider)
-                method[name] = "corpus CIDEr re-scored on each resample (idf of the resample)"
-                continue
-            if name in CAPTION_CORPUS_BLEU and bleu is not None:
-                fns[name] = _bleu_diff(bleu, name)
-                method[name] = "corpus BLEU re-scored on each resample"
-                continue
-            b, c = _column(base, ids, name), _column(cand, ids, name)
-            if b is None or c is None:
-                no_ci[name] = "no per-image scores for this metric"
-                continue
-            fns[name] = ratio_diff("images", b, c)
-            method[name] = "mean of per-image scores"
-            if name in wants_corpus:
-                method[name] += f" (not re-scored as a corpus metric: {why_not})"
-    else:
-        raise EvalkitError(f"cannot compare runs of task kind {kind!r}")
-    return fns, sizes, method, unit, no_ci
-
-
 def changed_samples(base: RunInfo, cand: RunInfo) -> list[dict]:
     """Samples whose prediction (or, for retrieval, the rank of the first right caption) changed."""
     preds_b, preds_c = base.predictions(), cand.predictions()
     scores_b, scores_c = base.sample_scores(), cand.sample_scores()
-    score_name = SAMPLE_SCORE_OF_KIND.get(base.kind, "")
-    prefix = "image:" if base.kind == "retrieval" else ""
+    kind = kind_named(base.kind)
+    score_name, prefix = kind.sample_score, kind.sample_score_prefix
     changed = []
     for sample_id, line in preds_b.items():
         other = preds_c.get(sample_id)
@@ -349,10 +152,11 @@ def compare_runs(base: RunInfo, cand: RunInfo, *, n_boot: int = 1000, seed: int 
             raise EvalkitError(f"metric {unknown[0]!r} is not in both runs (metrics: {', '.join(names)})")
         names = [m for m in names if m in wanted]
     try:
-        fns, sizes, method, unit, no_ci = _statistics(base, cand, names)
-    except _NotComparable as err:
-        return {**result, "comparable": False, "differences": err.blocking, "exit_code": EXIT_NOT_COMPARABLE,
-                "message": str(err)}
+        stats = kind_named(base.kind).paired_statistics(base, cand, names)
+    except NotComparableError as err:
+        return {**result, "comparable": False, "differences": err.differences, "exit_code": EXIT_NOT_COMPARABLE,
+                "message": not_comparable_message(err.differences)}
+    fns, sizes, method, unit, no_ci = stats.functions, stats.unit_sizes, stats.method, stats.unit, stats.no_interval
     observed = {m: cand.metrics[m] - base.metrics[m] for m in names}
     intervals: dict[str, Interval] = paired_bootstrap(fns, sizes, observed, n_boot, seed, level) if fns else {}
     rows = []
@@ -380,12 +184,12 @@ def compare_with_reference(run: RunInfo, which: str = "paper") -> dict:
         raise EvalkitError(f"--reference must be paper, lavis or all (got {which!r})")
     refs = [r for r in references_for_run(run.record) if r.kind in kinds[which]]
     if not refs:
-        from evalkit.reference_numbers import load_references
+        from evalkit.analysis.reference_numbers import load_references
 
         names = run_model_names(run.record)
         known = sorted({f"{r.task}/{r.split}" for r in load_references() if r.model in names and r.kind in kinds[which]})
         hint = f"; {which} numbers exist for this model on: {', '.join(known)}" if known else \
-            "; see evalkit/reference_numbers.json for the models and tasks covered"
+            "; see evalkit/analysis/reference_numbers.json for the models and tasks covered"
         raise EvalkitError(f"no {which} reference numbers for model {run.model} on {run.task} split "
                            f"{run.split or '?'}{hint}")
     notes = []

@@ -25,7 +25,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 Weights = Mapping[str, np.ndarray]  # unit name -> count vector (float) of one resample
 DiffFn = Callable[[Weights], float]  # weights -> candidate - baseline

@@ -7,9 +7,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from evalkit.errors import EvalkitError
-from evalkit.evaluate import run_task
-from evalkit.run_options import RunOptions
+from evalkit.core.errors import EvalkitError
+from evalkit.engine.evaluate import run_task
+from evalkit.core.run_options import RunOptions
 
 DEMO_RUNS = [  # (task, model)
     ("shapes-caption", "blip2-tiny-opt"), ("shapes-caption", "blip2-tiny-t5"),

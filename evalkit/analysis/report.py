@@ -24,11 +24,10 @@ from typing import Iterable
 
 import pandas as pd
 
-from evalkit.errors import EvalkitError
-from evalkit.reference_numbers import Reference, preferred_reference, references_for_run
-from evalkit.results_index import HEADLINE_METRICS, RunInfo, find_runs, overrides_text, select_runs
+from evalkit.core.errors import EvalkitError
+from evalkit.analysis.reference_numbers import Reference, preferred_reference, references_for_run
+from evalkit.analysis.results_index import RunInfo, find_runs, overrides_text, select_runs
 
-KIND_ORDER = {"caption": 0, "vqa": 1, "retrieval": 2}
 MARK_NOT_REPORTABLE = "†"
 MARK_PROTOCOL = "‡"
 
@@ -92,17 +91,17 @@ def build_report(results_dir: str | Path, *, latest: bool = True, run_ids: Itera
     for run in chosen:
         by_task.setdefault(run.task, []).append(run)
     columns = []
-    for name, members in sorted(by_task.items(), key=lambda kv: (KIND_ORDER.get(kv[1][0].kind, 9), kv[0])):
+    for name, members in sorted(by_task.items(), key=lambda kv: (kv[1][0].task_kind.report_order, kv[0])):
         kind = members[0].kind
         present: list[str] = []
         for run in members:
             present += [m for m in run.metrics if m not in present]
-        headline = HEADLINE_METRICS.get(kind, [])
+        headline = list(members[0].task_kind.headline_metrics)
         if all_metrics:
             metrics = present or headline
         else:
             metrics = [m for m in headline if m in present]
-            if not metrics:  # an unknown kind, or only runs without metrics (then the cells say n/a)
+            if not metrics:  # only runs without metrics (then the cells say n/a)
                 metrics = [h for h in dict.fromkeys(r.headline for r in members) if h and h in present] \
                     or present[:3] or headline
         columns.append(TaskColumns(name, kind, metrics))
@@ -160,7 +159,7 @@ def cell_text(report: Report, cell: Cell, metric: str) -> str:
 
 def footnotes(report: Report) -> list[str]:
     """Reference sources, non-reportable runs, protocol notes, hidden runs."""
-    from evalkit.reference_numbers import load_references
+    from evalkit.analysis.reference_numbers import load_references
 
     texts = {r.source: r.source_text for r in load_references()}
     notes = [f"[{n}] {texts.get(source, source)}" for source, n in sorted(report.source_numbers.items(),

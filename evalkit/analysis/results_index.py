@@ -1,6 +1,6 @@
 """Reading finished run folders: run.json, predictions.jsonl, sample_scores.jsonl.
 
-A run folder is ``<results>/<model>/<task>/<run-id>/`` (see evalkit.run_record). A folder with a
+A run folder is ``<results>/<model>/<task>/<run-id>/`` (see evalkit.engine.run_record). A folder with a
 journal but no run.json is a run still in progress (or killed) and is not a result yet.
 """
 
@@ -12,19 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 SAMPLE_SCORES_FILE = "sample_scores.jsonl"
-
-#: The columns `evalkit report` shows per task kind (the headline metrics).
-HEADLINE_METRICS = {
-    "caption": ["BLEU-4", "CIDEr"],
-    "vqa": ["accuracy"],
-    "retrieval": ["txt_r1", "img_r1", "r_mean"],
-}
-
 
 @dataclass
 class RunInfo:
@@ -50,6 +42,13 @@ class RunInfo:
     @property
     def kind(self) -> str:
         return str(self.record.get("task", {}).get("kind", ""))
+
+    @property
+    def task_kind(self):
+        """The TaskKind object of this run's task (evalkit.kinds)."""
+        from evalkit.kinds import kind_named
+
+        return kind_named(self.kind)
 
     @property
     def split(self) -> str:
@@ -213,11 +212,12 @@ def select_runs(runs: list[RunInfo], latest: bool = True, run_ids: Iterable[str]
 
 def latest_run(results_dir: str | Path, model: str, task: str) -> RunInfo:
     """The most recent finished run of ``model`` on ``task`` below ``results_dir``."""
-    from evalkit.reference_numbers import normalise_model_name
+    from evalkit.analysis.reference_numbers import normalise_model_name
+    from evalkit.models.catalog import safe_name
 
     runs = [r for r in find_runs(results_dir) if r.task == task and
             (r.model == model or normalise_model_name(r.model) == normalise_model_name(model)
-             or r.model == model.replace("/", "--"))]
+             or r.model == safe_name(model))]
     if not runs:
         raise EvalkitError(f"no finished run of model {model!r} on task {task!r} in {results_dir}")
     return max(runs, key=lambda r: (r.created, str(r.path)))

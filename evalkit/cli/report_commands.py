@@ -1,6 +1,6 @@
 """`evalkit report` and `evalkit compare`: what to do once the numbers exist.
 
-evalkit/cli.py calls :func:`register` to add both commands to the main app.
+evalkit/cli/main.py calls :func:`register` to add both commands to the main app.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
 
 FORMATS = ("md", "csv", "json")
 
@@ -34,7 +34,7 @@ def report(
     thumb_px: int = typer.Option(96, "--thumb-px", help="HTML: thumbnail size in pixels"),
 ) -> None:
     """Model x task table of every run (Markdown, CSV, JSON) and a self-contained HTML report."""
-    from evalkit.report import build_report, dumps, to_csv, to_json, to_markdown, write_report_files
+    from evalkit.analysis.report import build_report, dumps, to_csv, to_json, to_markdown, write_report_files
 
     fmt = "json" if json_out else format.lower()
     if fmt not in FORMATS:
@@ -47,7 +47,7 @@ def report(
     if write:
         written += list(write_report_files(built, results_dir).values())
     if not no_html:
-        from evalkit.report_html import write_html
+        from evalkit.analysis.report_html import write_html
 
         written.append(write_html(built, html or Path(results_dir) / "report.html", gallery_size, thumb_px))
     if fmt == "json":
@@ -80,9 +80,9 @@ def compare(
     json_out: bool = typer.Option(False, "--json", help="print JSON (every changed sample included)"),
 ) -> None:
     """Paired-bootstrap comparison of two runs (exit 0 ok, 1 regression, 2 not comparable), or one run vs the paper."""
-    from evalkit.compare import compare_runs, compare_with_reference, render_comparison, render_reference
-    from evalkit.report import dumps
-    from evalkit.results_index import latest_run, load_run
+    from evalkit.analysis.compare import compare_runs, compare_with_reference, render_comparison, render_reference
+    from evalkit.analysis.report import dumps
+    from evalkit.analysis.results_index import latest_run, load_run
 
     paths = list(runs or [])
     if reference is not None:

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.errors import EvalkitError
+from evalkit.core.errors import EvalkitError
+from evalkit.demo.bundled import MODELS_DIR as DEMO_MODELS_DIR
 
-DEMO_MODELS_DIR = Path(__file__).parent / "demo" / "models"
 
 # dtype per family on a GPU: OPT was trained and evaluated in fp16; T5 overflows in fp16,
 # so Flan-T5 runs in bf16 (LAVIS and the HF model cards do the same). CPU is always fp32.
@@ -60,6 +60,11 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
+def safe_name(name: str) -> str:
+    """A model name (or hub id) usable as one folder name: ``Salesforce/blip2-opt-2.7b`` -> ``Salesforce--blip2-opt-2.7b``."""
+    return name.replace("/", "--").replace("\\", "--")
+
+
 def closest_names(name: str, candidates: list[str]) -> str:
     """A 'did you mean' suffix for an error message, or ''."""
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
@@ -101,7 +106,7 @@ def resolve_model(name_or_path: str) -> ModelEntry:
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if "/" in name_or_path and not looks_local:
         family = "t5" if "t5" in name_or_path.lower() else "itm" if "itm" in name_or_path.lower() else "opt"
-        return ModelEntry(name_or_path.replace("/", "--"), name_or_path, family, 224, "hub checkpoint")
+        return ModelEntry(safe_name(name_or_path), name_or_path, family, 224, "hub checkpoint")
     if looks_local:
         raise EvalkitError(f"model directory {name_or_path} does not exist")
     raise EvalkitError(f"unknown model {name_or_path!r}{closest_names(name_or_path, list(MODELS))}; "

@@ -9,9 +9,9 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from evalkit.errors import EvalkitError
-from evalkit.model_catalog import closest_names
-from evalkit.task_spec import TaskSpec
+from evalkit.core.errors import EvalkitError
+from evalkit.models.catalog import closest_names
+from evalkit.core.task_spec import TaskSpec
 
 ENTRY_POINT_GROUP = "evalkit.tasks"
 

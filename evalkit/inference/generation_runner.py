@@ -6,32 +6,19 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
 from evalkit.data.images import BadImageError, ImageSource
-from evalkit.errors import EvalkitError
-from evalkit.journal import PredictionJournal
+from evalkit.core.errors import EvalkitError
 from evalkit.models.blip2_generation import Blip2Generator
-from evalkit.protocol import Protocol
-from evalkit.samples import Prediction, Sample
+from evalkit.core.protocol import GenerationProtocol
+from evalkit.core.samples import Prediction, Sample
+from evalkit.core.scores import RunStats
 
 Progress = Callable[[int], None]  # called with the number of samples just finished
-
-
-@dataclass
-class RunStats:
-    """What happened while generating (this invocation only)."""
-
-    generated: int = 0
-    failed: int = 0
-    generation_seconds: float = 0.0
-    images_encoded: int = 0
-    batch_size: int = 0
-    oom_retries: int = 0
-    failures: list[str] = field(default_factory=list)
+Append = Callable[[list[Prediction]], None]  # journals a finished batch durably
 
 
 def render_prompt(template: str, question: str) -> str:
@@ -77,8 +64,8 @@ def load_images(images: ImageSource, keys: list[str], skip_bad: bool) -> tuple[d
     return loaded, bad
 
 
-def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images: ImageSource, protocol: Protocol,
-                    journal: PredictionJournal, batch_size: int, skip_bad_images: bool = False,
+def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images: ImageSource, protocol: GenerationProtocol,
+                    append: Append, batch_size: int, skip_bad_images: bool = False,
                     progress: Progress | None = None) -> RunStats:
     """Generate one answer per sample, journaling each finished batch; returns run statistics."""
     stats = RunStats(batch_size=batch_size)
@@ -97,7 +84,7 @@ def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images
             started = time.perf_counter()
             predictions = _generate_batch(generator, batch, loaded, known_bad, cache, protocol, stats)
             stats.generation_seconds += time.perf_counter() - started
-            journal.append(predictions)
+            append(predictions)
             stats.generated += len(predictions)
             if progress:
                 progress(len(predictions))
@@ -114,7 +101,7 @@ def _new_keys(batch: Sequence[Sample], cache: _ImageCache, previous: Sequence[Sa
 
 
 def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], loaded: dict, bad: dict[str, str],
-                    cache: _ImageCache, protocol: Protocol, stats: RunStats) -> list[Prediction]:
+                    cache: _ImageCache, protocol: GenerationProtocol, stats: RunStats) -> list[Prediction]:
     good = [s for s in batch if s.image not in bad]
     failed = [Prediction(s.id, render_prompt(protocol.prompt, s.question), "", s.references, "failed",
                          f"bad image: {bad[s.image]}", image=s.image) for s in batch if s.image in bad]
@@ -153,70 +140,3 @@ def _with_oom_retry(work: Callable[[list], list], items: list, stats: RunStats) 
         half = len(items) // 2
         stats.batch_size = min(stats.batch_size, half) if stats.batch_size else half
         return _with_oom_retry(work, items[:half], stats) + _with_oom_retry(work, items[half:], stats)
-
-
-def chat_prompt(protocol: Protocol, history: Sequence[tuple[str, str]], question: str,
-                count_tokens: Callable[[str], int], budget: int) -> tuple[str, int]:
-    """The multi-turn prompt: earlier (question, answer) turns, then the current question.
-
-    Oldest turns are dropped first until the prompt fits ``budget`` tokens; returns the prompt
-    and how many earlier turns it keeps.
-    """
-    current = render_prompt(protocol.prompt, question)
-    turns = [protocol.chat_turn.replace("{question}", q).replace("{answer}", a) for q, a in history]
-    while True:
-        prompt = " ".join(turns + [current])
-        if not turns or count_tokens(prompt) <= budget:
-            return prompt, len(turns)
-        turns = turns[1:]
-
-
-def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: ImageSource, protocol: Protocol,
-             journal: PredictionJournal, batch_size: int, skip_bad_images: bool = False,
-             progress: Progress | None = None) -> RunStats:
-    """Ask each image's questions one after another in one conversation, batched across images.
-
-    Each prompt holds the earlier questions and the model's own answers; the journal is written per
-    group of images once all their turns are done, so a resumed run never holds half a conversation.
-    """
-    stats = RunStats(batch_size=batch_size)
-    conversations: OrderedDict[str, list[Sample]] = OrderedDict()
-    for sample in samples:
-        conversations.setdefault(sample.image, []).append(sample)
-    keys = list(conversations)
-    context = min(protocol.max_context_tokens, generator.max_positions or protocol.max_context_tokens)
-    budget = context - generator.num_query_tokens - protocol.max_new_tokens
-    for start in range(0, len(keys), batch_size):
-        group = keys[start:start + batch_size]
-        loaded, bad = load_images(images, group, skip_bad_images)
-        predictions: list[Prediction] = []
-        for key in group:
-            if key in bad:
-                for s in conversations[key]:
-                    predictions.append(Prediction(s.id, "", "", s.references, "failed", f"bad image: {bad[key]}",
-                                                  image=key))
-                    stats.failed += 1
-        good = [k for k in group if k not in bad]
-        started = time.perf_counter()
-        if good:
-            embeds = dict(zip(good, generator.encode_images(generator.pixel_values([loaded[k] for k in good]))))
-            stats.images_encoded += len(good)
-            history: dict[str, list[tuple[str, str]]] = {k: [] for k in good}
-            for turn in range(max(len(conversations[k]) for k in good)):
-                active = [k for k in good if turn < len(conversations[k])]
-                asked = [conversations[k][turn] for k in active]
-                built = [chat_prompt(protocol, history[k], s.question, generator.prompt_token_count, budget)
-                         for k, s in zip(active, asked)]
-                answers = generator.generate(torch.stack([embeds[k] for k in active]), [b[0] for b in built],
-                                             protocol)
-                for key, sample, (prompt, kept), answer in zip(active, asked, built, answers):
-                    history[key].append((sample.question, answer))
-                    predictions.append(Prediction(sample.id, prompt, answer, sample.references, image=key,
-                                                  extra={**sample.meta_dict(), "turn": turn,
-                                                         "history_turns": kept}))
-        stats.generation_seconds += time.perf_counter() - started
-        journal.append(predictions)
-        stats.generated += len(predictions)
-        if progress:
-            progress(len(predictions))
-    return stats

@@ -1,0 +1,5 @@
+"""`python -m evalkit ...`, also under torchrun / accelerate launch."""
+
+from evalkit.cli.main import main
+
+main()

@@ -1,0 +1,83 @@
+"""Protocols: every knob that moves a number, one record per way of asking a model, and its fingerprint.
+
+A generation task (captioning, VQA) records a :class:`GenerationProtocol`; a retrieval task a
+:class:`RetrievalProtocol`. Neither carries the other's settings, so a retrieval default never
+re-fingerprints a caption run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from evalkit.core.errors import EvalkitError
+
+
+class _ProtocolFields:
+    """What both protocol records do: JSON form, fingerprint, validated overrides."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The protocol as plain JSON-able data."""
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of the protocol (sorted keys, no whitespace)."""
+        return sha256_of(self.to_dict())
+
+    def with_overrides(self, overrides: Mapping[str, Any]):
+        """A copy with the given fields replaced; a field this kind of protocol lacks is an error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = [key for key in overrides if key not in known]
+        if unknown:
+            raise EvalkitError(f"unknown {self.label} protocol setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class GenerationProtocol(_ProtocolFields):
+    """How a generation task asks a model for an answer (prompt, decoding, image size, precision).
+
+    ``prompt`` is a template: ``{question}`` is replaced by the sample's question, an empty
+    prompt means unprompted generation (from BOS). ``image_size`` None means the checkpoint's
+    processor decides; ``dtype`` None means the model family's default.
+    """
+
+    label = "generation"
+
+    prompt: str = ""
+    num_beams: int = 1
+    max_new_tokens: int = 30
+    min_new_tokens: int = 0
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    image_size: int | None = None
+    dtype: str | None = None
+    stop_at_newline: bool = False
+    prompt_variant: str = "default"
+    # chat-style multi-turn prompting (VQA): earlier turns are kept, oldest dropped first
+    chat: bool = False
+    chat_turn: str = "Question: {question} Answer: {answer}."
+    max_context_tokens: int = 512
+
+
+@dataclass(frozen=True)
+class RetrievalProtocol(_ProtocolFields):
+    """How a retrieval task ranks: ITC shortlist size, ITM re-rank, text length and cleaning, image size."""
+
+    label = "retrieval"
+
+    image_size: int | None = None
+    dtype: str | None = None
+    rerank_k: int = 128
+    rerank: bool = True
+    max_text_tokens: int = 35
+    text_preprocess: str = ""  # "lavis-blip-caption": LAVIS's caption cleaning before tokenising
+
+
+def sha256_of(data: Any) -> str:
+    """sha256 hex digest of the canonical JSON form of ``data``."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

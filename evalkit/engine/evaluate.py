@@ -1,0 +1,124 @@
+"""`evalkit run`: task spec -> data -> the kind's runner -> journal -> the kind's scorer -> run record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from evalkit.core.errors import EvalkitError
+from evalkit.core.protocol import sha256_of
+from evalkit.core.registry import get_task
+from evalkit.core.run_options import RunOptions
+from evalkit.core.sample_set import SampleSet
+from evalkit.core.scores import ScoreResult
+from evalkit.core.task_kind import RunJob
+from evalkit.core.task_spec import TaskSpec
+from evalkit.data.data_arg import parse_data_arg
+from evalkit.engine.journal import PredictionJournal
+from evalkit.engine.run_record import build_record, write_record
+from evalkit.engine.sibling_runs import compare_with_sibling
+from evalkit.models.catalog import ModelEntry, resolve_model, safe_name
+from evalkit.models.loading import checkpoint_directory, dtype_name, load_checkpoint, pick_device, pick_dtype, \
+    weights_sha256
+
+
+@dataclass
+class RunOutcome:
+    """Where the run landed and its record."""
+
+    run_dir: Path
+    record: dict
+
+
+def resolve_protocol(task: TaskSpec, family: str, options: RunOptions):
+    """The task's protocol for this family, with the prompt variant and CLI overrides applied."""
+    protocol = task.protocol_for(family)
+    overrides = dict(options.overrides)
+    if options.prompt_variant:
+        overrides.setdefault("prompt", task.prompt_for_variant(options.prompt_variant))
+        overrides.setdefault("prompt_variant", options.prompt_variant)
+    elif "prompt" in overrides:
+        overrides.setdefault("prompt_variant", "custom")
+    return protocol.with_overrides(overrides), overrides
+
+
+def load_task_data(task: TaskSpec, options: RunOptions) -> SampleSet:
+    """The task's evaluation set from --data (or the task's bundled default), cut to --limit."""
+    raw = options.data or task.default_data
+    if not raw:
+        raise EvalkitError(f"task {task.name} needs --data: {task.data_help}")
+    columns = {**task.columns, **options.columns}
+    sample_set = task.load_data(parse_data_arg(raw), options.split or task.default_split, options.images, columns)
+    if options.limit is not None and options.limit < 1:
+        raise EvalkitError(f"--limit must be at least 1 (got {options.limit})")
+    return sample_set.limited(options.limit)
+
+
+def run_task(options: RunOptions) -> RunOutcome:
+    """Run (or resume, or re-score) one task with one model and write its run record."""
+    started = time.time()
+    task = get_task(options.task, list(options.include_paths))
+    entry = resolve_model(options.model)
+    if task.kind.model_kind != entry.kind:
+        raise EvalkitError(f"task {task.name} ({task.kind.name}) cannot run {entry.name} (a {entry.kind} model)")
+    protocol, overrides = resolve_protocol(task, entry.family, options)
+    sample_set = load_task_data(task, options)
+    device = pick_device(options.device)
+    dtype = pick_dtype(entry.family, device, protocol.dtype)
+    directory = checkpoint_directory(entry.source)
+    weights = weights_sha256(directory)
+    header = journal_header(task, entry, protocol, sample_set, weights, dtype_name(dtype))
+    run_id = options.run_id or header_id(header)
+    run_dir = Path(options.results_dir) / safe_name(entry.name) / task.name / run_id
+    journal = PredictionJournal(run_dir)
+    done = journal.open(header, overwrite=options.overwrite)
+    job = RunJob(task, entry, protocol, sample_set, options, run_dir, done,
+                 load_checkpoint=lambda: load_checkpoint(entry, options.device, protocol.dtype,
+                                                         known_weights_sha256=weights),
+                 append=journal.append, completed=journal.completed)
+    output = task.kind.run(job)
+    official_file = task.kind.write_official_file(run_dir, sample_set, output.predictions)
+    scores = score_run(job, output, official_file)
+    record = build_record(task=task, entry=entry, protocol=protocol, overrides=overrides, sample_set=sample_set,
+                          predictions=output.predictions, scores=scores, stats=output.stats, resumed=output.resumed,
+                          device=device, dtype=dtype, weights=weights, directory=directory,
+                          checkpoint=output.checkpoint, run_id=run_id, header=header, options=options,
+                          wall_seconds=time.time() - started,
+                          extra={"official_predictions_file": official_file.name} if official_file else None)
+    if task.compare_with and scores.metrics:
+        record["comparison"] = compare_with_sibling(Path(options.results_dir) / safe_name(entry.name),
+                                                    task.compare_with, header, scores)
+    write_record(run_dir, record, scores)
+    return RunOutcome(run_dir, record)
+
+
+def score_run(job: RunJob, output, official_file: Path | None) -> ScoreResult:
+    """The kind's scores; a split without answers gets none, and its official file is the submission."""
+    missing = [s.id for s in job.sample_set.samples if s.id not in output.predictions]
+    if missing:
+        raise EvalkitError(f"{len(missing)} samples have no prediction (first: {', '.join(missing[:3])})")
+    if job.sample_set.annotations is None:
+        return ScoreResult({}, {}, "", {"submission_file": str(official_file),
+                                        "note": "no answers for this split; submit the file to the evaluation server"})
+    return job.task.kind.score(job, output)
+
+
+def journal_header(task: TaskSpec, entry: ModelEntry, protocol, sample_set: SampleSet, weights: str,
+                   dtype: str) -> dict:
+    """Everything the predictions depend on; a journal only resumes under the same header."""
+    return {
+        "task": task.name,
+        "task_version": task.version,
+        "model": entry.source if not entry.builtin else entry.name,
+        "weights_sha256": weights,
+        "protocol_fingerprint": protocol.fingerprint(),
+        "dtype": dtype,
+        "data": sha256_of({k: v for k, v in sample_set.identity.items() if k != "source"}),
+        "sample_ids": sha256_of([s.id for s in sample_set.samples]),
+    }
+
+
+def header_id(header: dict) -> str:
+    """The default run id: the same command on the same inputs lands in (and resumes) the same run."""
+    return sha256_of(header)[:12]

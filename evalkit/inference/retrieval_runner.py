@@ -1,0 +1,90 @@
+"""Retrieval inference: embed every image and text once (features cached in the run folder), take the
+ITC shortlist, re-rank it with ITM; returns the image x text score matrices."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from evalkit.core.errors import EvalkitError
+from evalkit.core.progress import progress_bar
+from evalkit.core.scores import RunStats
+from evalkit.inference.generation_runner import load_images
+from evalkit.inference.itm_rerank import itc_similarity, rerank_with_itm
+
+IMAGE_FEATS_FILE = "image_feats.pt"
+TEXT_FEATS_FILE = "text_feats.pt"
+
+
+def rank_images_and_texts(retriever, sample_set, texts: list[str], protocol, run_dir: Path, batch_size: int,
+                          show_progress: bool, skip_bad_images: bool) -> tuple[torch.Tensor, torch.Tensor, RunStats]:
+    """(image x text scores, text x image scores, stats): ITC similarity, the top-k re-ranked by ITM."""
+    stats = RunStats(batch_size=batch_size)
+    started = time.perf_counter()
+    image_file, text_file = Path(run_dir) / IMAGE_FEATS_FILE, Path(run_dir) / TEXT_FEATS_FILE
+    vision = None
+    if image_file.exists() and not protocol.rerank:
+        image_feats = torch.load(image_file)
+    else:  # ITM re-ranking needs the vision embeddings, which are too large to cache on disk
+        vision, image_feats = _embed_images(retriever, sample_set, batch_size, show_progress, skip_bad_images)
+        _save(image_file, image_feats)
+        stats.images_encoded = len(sample_set.samples)
+    if text_file.exists():
+        text_feats = torch.load(text_file)
+    else:
+        text_feats = _embed_texts(retriever, texts, batch_size * 4, show_progress)
+        _save(text_file, text_feats)
+    similarity = itc_similarity(image_feats, text_feats)
+    tokens = retriever.tokenize(texts)
+
+    def itm_score(image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
+        embeds = vision[image_idx].to(retriever.device)
+        ids, mask = tokens["input_ids"][text_idx], tokens["attention_mask"][text_idx]
+        return retriever.itm_logits(embeds, ids, mask).cpu()
+
+    k = protocol.rerank_k if protocol.rerank else 0
+    with progress_bar("ITM re-rank (pairs)", total=None, enabled=show_progress and k > 0) as advance:
+        done_so_far = [0]
+
+        def report(done: int, total: int) -> None:
+            advance(done - done_so_far[0], total)
+            done_so_far[0] = done
+
+        i2t, t2i = rerank_with_itm(similarity, itm_score, k=k, batch_size=max(256, batch_size * 4), progress=report,
+                                   rerank=k > 0)
+    stats.generation_seconds = time.perf_counter() - started
+    stats.generated = len(sample_set.samples)
+    return i2t, t2i, stats
+
+
+def _embed_images(retriever, sample_set, batch_size: int, show: bool, skip_bad: bool):
+    vision, feats = [], []
+    keys = [s.image for s in sample_set.samples]
+    with progress_bar("images", total=len(keys), enabled=show) as advance:
+        for start in range(0, len(keys), batch_size):
+            batch = keys[start:start + batch_size]
+            loaded, bad = load_images(sample_set.images, batch, skip_bad)
+            if bad:
+                raise EvalkitError(f"retrieval needs every image; {len(bad)} bad (first: {next(iter(bad))})")
+            embeds, queries = retriever.encode_images(retriever.pixel_values([loaded[k] for k in batch]))
+            vision.append(embeds.cpu())
+            feats.append(queries.float().cpu())
+            advance(len(batch))
+    return torch.cat(vision), torch.cat(feats)
+
+
+def _embed_texts(retriever, texts: list[str], batch_size: int, show: bool) -> torch.Tensor:
+    feats = []
+    with progress_bar("texts", total=len(texts), enabled=show) as advance:
+        for start in range(0, len(texts), batch_size):
+            feats.append(retriever.encode_texts(texts[start:start + batch_size]).float().cpu())
+            advance(min(batch_size, len(texts) - start))
+    return torch.cat(feats)
+
+
+def _save(path: Path, tensor: torch.Tensor) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(tensor, tmp)
+    tmp.replace(path)
