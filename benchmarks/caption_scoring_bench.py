@@ -21,10 +21,13 @@ import contextlib
 import gzip
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from official_coco_eval import NoSpice  # noqa: E402 - the tests' reference scorer's SPICE stand-in
 FIXTURES = ROOT / "tests" / "fixtures" / "karpathy_refs"
 STAGES = ["tokenize", "BLEU", "METEOR", "ROUGE-L", "CIDEr", "total"]
 
@@ -50,13 +53,6 @@ def run_official(annotations_path: Path, predictions_path: Path) -> tuple[dict[s
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
         return wrapper
 
-    class NoSpice:
-        def compute_score(self, gts, res):
-            return 0.0, [0.0] * len(gts)
-
-        def method(self):
-            return "SPICE"
-
     saved = {name: getattr(official, name) for name in ("PTBTokenizer", "Bleu", "Meteor", "Rouge", "Cider", "Spice")}
     patched = {"PTBTokenizer": "tokenize", "Bleu": "BLEU", "Meteor": "METEOR", "Rouge": "ROUGE-L", "Cider": "CIDEr"}
     try:
@@ -64,7 +60,7 @@ def run_official(annotations_path: Path, predictions_path: Path) -> tuple[dict[s
             base = saved[cls_name]
             method = "tokenize" if cls_name == "PTBTokenizer" else "compute_score"
             setattr(official, cls_name, type(cls_name, (base,), {method: timed(stage, getattr(base, method))}))
-        official.Spice = NoSpice
+        official.Spice = NoSpice  # SPICE cannot run offline (tests/official_coco_eval.py)
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO()

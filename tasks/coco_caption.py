@@ -5,19 +5,25 @@ from evalkit.core.task_spec import TaskSpec
 from evalkit.data.caption_datasets import load_caption_set
 from evalkit.kinds.caption import CAPTION
 
-# BLIP-2 paper / LAVIS caption_coco_*_eval.yaml: prefix prompt "a photo of" (not part of the scored
-# caption), 5 beams, 30 new tokens at most, 8 at least; the -coco checkpoints' processors use 364 px.
-COCO_CAPTION = GenerationProtocol(prompt="a photo of", num_beams=5, max_new_tokens=30, min_new_tokens=8,
-                                  length_penalty=1.0, repetition_penalty=1.0, prompt_variant="paper")
+# BLIP-2 paper sec. 4.2 = LAVIS caption_coco_*_eval.yaml (cd4db98) with blip2_caption_*.yaml: prefix prompt
+# "a photo of" (not part of the scored caption), num_beams 5, max_len 30 (max_new_tokens), min_len 8 counted
+# as transformers 4.26 did (BOS + prompt + caption for OPT: at least 4 new tokens; T5: the decoder start
+# token + caption: at least 7), length and repetition penalty 1; the -coco checkpoints' 364 px.
+COCO_CAPTION = GenerationProtocol(name="paper", prompt="a photo of", num_beams=5, max_new_tokens=30,
+                                  min_new_tokens=0, min_length=8, length_penalty=1.0, repetition_penalty=1.0,
+                                  prompt_variant="paper")
+# OPT captions end at "\n" (LAVIS blip2_opt: eos_token_id = the newline token)
+FAMILY_OVERRIDES = {"opt": {"stop_at_newline": True}}
 PROMPTS = {"paper": "a photo of", "none": ""}
 
 TASKS = [
     TaskSpec(
         name="coco-caption",
-        version="1",
+        version="2",
         kind=CAPTION,
         description="COCO captioning, Karpathy test split; BLEU, METEOR, ROUGE-L, CIDEr (pycocoevalcap)",
         protocol=COCO_CAPTION,
+        family_overrides=FAMILY_OVERRIDES,
         load_data=load_caption_set,
         default_split="test",
         data_help="a folder with dataset_coco.json (Karpathy split) and the COCO image folders, a COCO "
@@ -25,7 +31,8 @@ TASKS = [
         prompt_variants=PROMPTS,
         columns={"image": "image", "captions": "sentences", "id": "cocoid"},
         full_size={"test": 5000},
-        protocol_source="BLIP-2 paper sec. 4.2; LAVIS projects/blip2/eval/caption_coco_opt2.7b_eval.yaml",
+        protocol_source="BLIP-2 paper sec. 4.2; LAVIS projects/blip2/eval/caption_coco_opt2.7b_eval.yaml "
+                        "(see docs/PROTOCOL_PARITY.md)",
         default_model="blip2-opt-2.7b-coco",
     ),
 ]

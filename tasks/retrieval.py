@@ -7,7 +7,7 @@ from evalkit.kinds.retrieval import RETRIEVAL
 
 # LAVIS projects/blip2/eval/ret_{coco,flickr}_eval.yaml: 364 px, k_test 128, text cut to 35 tokens,
 # LAVIS "blip_caption" text cleaning; score = ITM logit (mean over queries) + ITC similarity.
-RETRIEVAL_PROTOCOL = RetrievalProtocol(image_size=364, rerank_k=128, rerank=True, max_text_tokens=35,
+RETRIEVAL_PROTOCOL = RetrievalProtocol(name="paper", image_size=364, rerank_k=128, rerank=True, max_text_tokens=35,
                                        text_preprocess="lavis-blip-caption")
 SOURCE = "BLIP-2 paper Table 5; LAVIS blip2.py compute_sim_matrix, tasks/retrieval.py _report_metrics"
 DATA_HELP = ("a Karpathy json (dataset_coco.json / dataset_flickr30k.json) with the image folders, a LAVIS "

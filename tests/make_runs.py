@@ -1,34 +1,175 @@
-"""Synthetic run folders (run.json, predictions.jsonl, sample_scores.jsonl) for report/compare tests.
+"""Synthetic run folders (run.json, predictions.jsonl, sample_scores.jsonl, official file) for report/compare
+tests that need precisely controlled per-sample scores.
 
-The folders have the layout and fields `evalkit run` writes (evalkit.engine.run_record), with metrics that
-are consistent with the per-sample scores (corpus BLEU/CIDEr/ROUGE-L from pycocoevalcap on
-captions that are already lower-case and free of punctuation, so PTB tokenisation leaves them
-as they are), unless a test overrides them.
+Every synthetic record is derived from a real one: the `real_runs` fixture (tests/conftest.py) runs
+`evalkit run` on the bundled tiny models once per session and hands its run folders to use_real_runs();
+write_run() copies the real run.json of the same task kind and replaces only fields the real record has
+(a field it lacks is an error, so a schema change of evalkit breaks these tests rather than letting them
+test a stale layout). Metrics are consistent with the per-sample scores (corpus BLEU/CIDEr/ROUGE-L from
+pycocoevalcap on captions that are already lower-case and free of punctuation, so PTB tokenisation leaves
+them as they are), unless a test overrides them.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
 
-DEFAULT_PROTOCOLS = {
-    "caption": {"prompt": "a photo of", "num_beams": 5, "max_new_tokens": 30, "min_new_tokens": 8,
-                "prompt_variant": "paper"},
-    "vqa": {"prompt": "Question: {question} Short answer:", "num_beams": 5, "max_new_tokens": 10,
-            "min_new_tokens": 1, "prompt_variant": "short-answer"},
-    "retrieval": {"rerank_k": 128, "rerank": True, "max_text_tokens": 35},
-}
 KIND_OF_TASK = {"coco-caption": "caption", "vqav2": "vqa", "retrieval-coco": "retrieval",
                 "retrieval-flickr30k": "retrieval", "shapes-caption": "caption", "shapes-vqa": "vqa",
                 "shapes-retrieval": "retrieval", "nocaps": "caption"}
-HEADLINE = {"caption": "CIDEr", "vqa": "accuracy", "retrieval": "r_mean"}
+OFFICIAL_ROW = {"caption": lambda p: {"image_id": int(p["id"]), "caption": p.get("prediction", "")},
+                "vqa": lambda p: {"question_id": int(p["id"]), "answer": p.get("prediction", "")}}
 COLORS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 200, 40), (150, 60, 180), (30, 180, 190)]
+_REAL_RUNS: dict[str, Path] = {}
+
+
+def use_real_runs(runs: dict[str, Path]) -> None:
+    """kind -> a run folder written by `evalkit run` in this session (the template of that kind's records)."""
+    _REAL_RUNS.update({kind: Path(folder) for kind, folder in runs.items()})
 
 
 def sha(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def real_template(kind: str) -> tuple[dict, Path]:
+    """(run.json, run folder) of this session's real run of ``kind``."""
+    if kind not in _REAL_RUNS:
+        raise RuntimeError(f"make_runs has no real {kind} run to derive from: the test must use the real_runs "
+                           "fixture (pytestmark = pytest.mark.usefixtures('real_runs'))")
+    folder = _REAL_RUNS[kind]
+    record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    assert record["task"]["kind"] == kind, (folder, record["task"])
+    return record, folder
+
+
+def _put(record: dict, path: str, value) -> None:
+    """Set a field the real record has; a field it lacks means evalkit's schema moved away from make_runs."""
+    *parents, last = path.split(".")
+    node = record
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or last not in node:
+        raise KeyError(f"a real run.json has no field {path!r}: tests/make_runs.py is out of date with evalkit's "
+                       "run record")
+    node[last] = value
+
+
+def _only_known(what: str, names, known) -> None:
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise KeyError(f"{what} {unknown} do not occur in the real run ({sorted(known)}): tests/make_runs.py is out "
+                       "of date with evalkit's output")
+
+
+def _metric_entries(template: dict, metrics: dict[str, float], n: int) -> dict[str, dict]:
+    """Entries shaped like the real ones: {"value", "n"}; any other real field must be taught to make_runs."""
+    entry_keys = {key for entry in template["metrics"].values() for key in entry}
+    _only_known("metric names", metrics, template["metrics"])
+    if entry_keys != {"value", "n"}:
+        raise KeyError(f"real metric entries have the fields {sorted(entry_keys)}; make_runs writes value and n")
+    return {name: {"value": float(value), "n": n} for name, value in metrics.items()}
+
+
+def write_run(results: Path, model: str, task: str, *, predictions: list[dict], sample_scores: dict[str, dict],
+              metrics: dict[str, float], run_id: str, created: str = "2025-01-01T00:00:00+00:00",
+              split: str = "test", overrides: dict | None = None, reportable: bool = True,
+              reasons: Sequence[str] = (), data: str = "data-v1", source: str | None = None,
+              details: dict | None = None, kind: str | None = None, sample_ids: Sequence[str] | None = None,
+              vqa_metric: str = "official", weights: str | None = None, protocol_name: str | None = None) -> Path:
+    """Write one run folder below ``results`` (a copy of the real run of the same kind with these fields
+    replaced) and return it."""
+    kind = kind or KIND_OF_TASK[task]
+    template, real_dir = real_template(kind)
+    record = copy.deepcopy(template)
+    weights = weights or sha(["weights", model])
+    overrides = dict(overrides or {})
+    family = "itm" if kind == "retrieval" else "t5" if "t5" in model else "opt"
+    task_record, protocol, fingerprint = _task_and_protocol(task, family, overrides, template, protocol_name)
+    ids = list(sample_ids) if sample_ids is not None else [p["id"] for p in predictions]
+    details = dict(details or {})
+    if kind == "vqa":
+        details.setdefault("vqa_metric", vqa_metric)
+    _only_known("details", details, template["details"])
+    fields = {
+        "run_id": run_id, "created": created, "task": task_record,
+        "model.name": model, "model.source": source if source is not None else f"Salesforce/{model}",
+        "model.family": family, "model.revision": "main", "model.weights_sha256": weights,
+        "protocol": protocol, "protocol_fingerprint": fingerprint, "overrides": overrides,
+        "data.format": "synthetic", "data.source": "synthetic", "data.split": split, "data.n_total": len(ids),
+        "data.n_samples": len(ids), "data.annotations_sha256": sha(data),
+        "metrics": _metric_entries(template, metrics, len(ids)), "details": details,
+        "reportable": reportable, "not_reportable_reasons": list(reasons),
+        "counts.samples": len(ids), "counts.empty_predictions": 0, "counts.failed": 0,
+        "counts.resumed_from_journal": 0, "counts.generated_this_invocation": len(ids),
+        "journal_header.task": task, "journal_header.task_version": task_record["version"],
+        "journal_header.model": model, "journal_header.weights_sha256": weights,
+        "journal_header.protocol_fingerprint": fingerprint, "journal_header.data": sha(data),
+        "journal_header.sample_ids": sha(ids),
+    }
+    for path, value in fields.items():
+        _put(record, path, value)
+    _check_lines(real_dir, predictions, sample_scores)
+
+    run_dir = Path(results) / model.replace("/", "--") / task / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
+        for line in predictions:
+            handle.write(json.dumps(line) + "\n")
+    with open(run_dir / "sample_scores.jsonl", "w", encoding="utf-8") as handle:
+        for sample_id, scores in sample_scores.items():
+            handle.write(json.dumps({"id": sample_id, "scores": scores}) + "\n")
+    official = template.get("official_predictions_file")
+    if official:  # the official file, in the real one's row shape
+        rows = [OFFICIAL_ROW[kind](p) for p in predictions]
+        real_rows = json.loads((real_dir / official).read_text(encoding="utf-8"))
+        assert all(set(row) == set(real_rows[0]) for row in rows), (official, real_rows[0])
+        (run_dir / official).write_text(json.dumps(rows), encoding="utf-8")
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return run_dir
+
+
+def _task_and_protocol(task: str, family: str, overrides: dict, template: dict,
+                       protocol_name: str | None = None) -> tuple[dict, dict, str]:
+    """(task record, protocol, fingerprint) as `evalkit run` records them: the registered task's own, its
+    protocol (``protocol_name`` or the default) for ``family`` with ``overrides``. A task evalkit does not register (nocaps, which only the
+    reference numbers know) gets the real run's task record renamed and its protocol with the overrides."""
+    from evalkit.core.errors import EvalkitError
+    from evalkit.core.registry import get_task
+
+    try:
+        spec = get_task(task)
+    except EvalkitError:
+        _only_known("protocol overrides", overrides, template["protocol"])
+        protocol = {**template["protocol"], **overrides}
+        return {**template["task"], "name": task}, protocol, sha(protocol)
+    task_record = spec.to_record()
+    assert task_record["kind"] == template["task"]["kind"] and set(task_record) == set(template["task"]), task_record
+    chosen = spec.protocol_for(family, protocol_name).with_overrides(overrides)
+    protocol = chosen.to_dict()
+    assert set(protocol) == set(template["protocol"]), (sorted(protocol), sorted(template["protocol"]))
+    return task_record, protocol, chosen.fingerprint()
+
+
+def _check_lines(real_dir: Path, predictions: list[dict], sample_scores: dict[str, dict]) -> None:
+    """predictions.jsonl / sample_scores.jsonl lines use only the fields and score names the real ones use."""
+    real_predictions = _jsonl(real_dir / "predictions.jsonl")
+    real_scores = _jsonl(real_dir / "sample_scores.jsonl")
+    _only_known("predictions.jsonl fields", {key for p in predictions for key in p},
+                {key for p in real_predictions for key in p} | {"error"})  # "error": failed samples only
+    _only_known("predictions.jsonl extra fields", {key for p in predictions for key in p.get("extra") or {}},
+                {key for p in real_predictions for key in p.get("extra") or {}})
+    assert all(set(line) == {"id", "scores"} for line in real_scores), real_scores[0]
+    _only_known("sample score names", {name for scores in sample_scores.values() for name in scores},
+                {name for line in real_scores for name in line["scores"]})
 
 
 def write_images(directory: Path, ids: Sequence[str], size: int = 48) -> dict[str, str]:
@@ -46,56 +187,6 @@ def write_images(directory: Path, ids: Sequence[str], size: int = 48) -> dict[st
             img.save(path)
         out[sample_id] = str(path.resolve())
     return out
-
-
-def write_run(results: Path, model: str, task: str, *, predictions: list[dict], sample_scores: dict[str, dict],
-              metrics: dict[str, float], run_id: str, created: str = "2025-01-01T00:00:00+00:00",
-              split: str = "test", overrides: dict | None = None, reportable: bool = True,
-              reasons: Sequence[str] = (), data: str = "data-v1", source: str | None = None,
-              details: dict | None = None, kind: str | None = None, sample_ids: Sequence[str] | None = None,
-              vqa_metric: str = "official", weights: str | None = None) -> Path:
-    """Write one run folder below ``results`` and return it."""
-    kind = kind or KIND_OF_TASK[task]
-    weights = weights or sha(["weights", model])
-    overrides = dict(overrides or {})
-    protocol = {**DEFAULT_PROTOCOLS[kind], **overrides}
-    fingerprint = sha(protocol)
-    run_dir = Path(results) / model.replace("/", "--") / task / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ids = list(sample_ids) if sample_ids is not None else [p["id"] for p in predictions]
-    details = dict(details or {})
-    if kind == "vqa":
-        details.setdefault("vqa_metric", vqa_metric)
-    record = {
-        "schema_version": 1, "run_id": run_id, "created": created,
-        "task": {"name": task, "version": "1", "kind": kind, "protocol_source": "synthetic"},
-        "model": {"name": model, "source": source if source is not None else f"Salesforce/{model}",
-                  "family": "itm" if kind == "retrieval" else "opt", "revision": "main",
-                  "weights_sha256": weights, "num_parameters": 1},
-        "protocol": protocol, "protocol_fingerprint": fingerprint, "overrides": overrides,
-        "data": {"format": "synthetic", "source": "synthetic", "split": split, "n_total": len(ids),
-                 "n_samples": len(ids), "identity": data},
-        "metrics": {name: {"value": float(value), "n": len(ids)} for name, value in metrics.items()},
-        "headline_metric": HEADLINE[kind], "scale": "0-100", "details": details,
-        "reportable": reportable, "not_reportable_reasons": list(reasons),
-        "counts": {"samples": len(ids), "empty_predictions": 0, "failed": 0, "resumed_from_journal": 0,
-                   "generated_this_invocation": len(ids)},
-        "runtime": {"device": "cpu", "device_name": "cpu", "dtype": "float32", "image_size": 224, "batch_size": 8,
-                    "wall_seconds": 1.0, "samples_per_second": 1.0},
-        "journal_header": {"task": task, "task_version": "1", "model": model, "weights_sha256": weights,
-                           "protocol_fingerprint": fingerprint, "dtype": "float32", "data": sha(data),
-                           "sample_ids": sha(ids)},
-        "provenance": {"evalkit_version": "test"},
-        "official_predictions_file": "results.json",
-    }
-    with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as handle:
-        for line in predictions:
-            handle.write(json.dumps(line) + "\n")
-    with open(run_dir / "sample_scores.jsonl", "w", encoding="utf-8") as handle:
-        for sample_id, scores in sample_scores.items():
-            handle.write(json.dumps({"id": sample_id, "scores": scores}) + "\n")
-    (run_dir / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return run_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +280,7 @@ def retrieval_run(results: Path, model: str, text_ranks: Sequence[int], image_ra
               "references": [f"caption of image {i} number {c}" for c in range(captions_per_image)], "status": "ok",
               "image": (images or {}).get(i, f"missing/{i}.jpg"),
               "extra": {"best_caption_rank": int(r)}} for i, r in zip(ids, text_ranks)]
+    kwargs.setdefault("details", {"n_images": n_img, "n_texts": len(image_ranks)})
     return write_run(results, model, task, predictions=preds, sample_scores=per, metrics=metrics, **kwargs)
 
 
@@ -236,7 +328,8 @@ def make_standard_results(root: Path, images: bool = True) -> dict[str, Path]:
 
     Extras: blip2-flan-t5-xl also ran vqav2 with prompt_variant=answer (a second protocol; 11/20
     right), an older vqav2 run of blip2-opt-2.7b-coco (hidden by --latest), and blip2-opt-2.7b-coco's
-    retrieval run is not reportable (--limit). Returns name -> run folder.
+    retrieval run is not reportable (--limit). The VQA runs are scored with LAVIS's accuracy, as the paper's
+    val numbers were, so a default-protocol run is like-for-like with them. Returns name -> run folder.
     """
     root = Path(root)
     results = root / "results"
@@ -251,16 +344,16 @@ def make_standard_results(root: Path, images: bool = True) -> dict[str, Path]:
                                      created="2025-01-02T00:00:00+00:00")
     runs["opt-vqa-old"] = vqa_run(results, "blip2-opt-2.7b-coco", answers_with_accuracy(gold, 5), gold,
                                   answer_types=types, questions=questions, images=imgs, run_id="vqa-opt-old",
-                                  created="2025-01-01T00:00:00+00:00")
+                                  vqa_metric="lavis", created="2025-01-01T00:00:00+00:00")
     runs["opt-vqa"] = vqa_run(results, "blip2-opt-2.7b-coco", answers_with_accuracy(gold, 9), gold,
                               answer_types=types, questions=questions, images=imgs, run_id="vqa-opt",
-                              created="2025-01-03T00:00:00+00:00")
+                              vqa_metric="lavis", created="2025-01-03T00:00:00+00:00")
     runs["t5-vqa"] = vqa_run(results, "blip2-flan-t5-xl", answers_with_accuracy(gold, 13), gold,
                              answer_types=types, questions=questions, images=imgs, run_id="vqa-t5",
-                             created="2025-01-03T00:00:00+00:00")
+                             vqa_metric="lavis", created="2025-01-03T00:00:00+00:00")
     runs["t5-vqa-answer"] = vqa_run(results, "blip2-flan-t5-xl", answers_with_accuracy(gold, 11), gold,
                                     answer_types=types, questions=questions, images=imgs, run_id="vqa-t5-answer",
-                                    created="2025-01-04T00:00:00+00:00",
+                                    vqa_metric="lavis", created="2025-01-04T00:00:00+00:00",
                                     overrides={"prompt": "Question: {question} Answer:", "prompt_variant": "answer"})
     runs["opt-retrieval"] = retrieval_run(results, "blip2-opt-2.7b-coco", [0, 0, 1, 3, 0, 7, 12, 0, 0, 2],
                                           [0, 1, 0, 0, 4, 0, 9, 0, 20, 0], images=imgs, run_id="ret-opt",

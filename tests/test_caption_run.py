@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,6 +28,30 @@ def _predictions(run_dir: Path) -> dict[str, str]:
     return {line["id"]: line["prediction"] for line in lines}
 
 
+def official_caption_scores(dataset_json: Path, results_json: Path) -> dict[str, float]:
+    """Corpus BLEU-1..4, METEOR, ROUGE-L, CIDEr (0-100) of an official captions_results.json against the
+    test-split references of a Karpathy file, with pycocoevalcap's own tokenizer and scorers."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    images = json.loads(dataset_json.read_text())["images"]
+    results = json.loads(results_json.read_text())
+    gts = {im["cocoid"]: [{"caption": s["raw"]} for s in im["sentences"]] for im in images if im["split"] == "test"}
+    res = {row["image_id"]: [{"caption": row["caption"]}] for row in results}
+    assert set(res) == set(gts) and len(res) == len(results)
+    tokenizer = PTBTokenizer()
+    gts, res = tokenizer.tokenize(gts), tokenizer.tokenize(res)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"BLEU-{k + 1}": 100 * bleu[k] for k in range(4)}
+    scores["METEOR"] = 100 * Meteor().compute_score(gts, res)[0]  # the JVM ends with the object
+    scores["ROUGE-L"] = 100 * Rouge().compute_score(gts, res)[0]
+    scores["CIDEr"] = 100 * Cider().compute_score(gts, res)[0]
+    return scores
+
+
 def test_run_writes_a_complete_record(tiny_opt, karpathy_dir, tmp_path, capsys):
     results = tmp_path / "results"
     code, out, err = run_cli(["run", "coco-caption", "-m", str(tiny_opt), "--data", str(karpathy_dir),
@@ -40,7 +63,10 @@ def test_run_writes_a_complete_record(tiny_opt, karpathy_dir, tmp_path, capsys):
     assert record["protocol"]["prompt"] == "a photo of" and record["protocol"]["num_beams"] == 2
     assert record["overrides"] == {"num_beams": 2, "max_new_tokens": 5, "min_new_tokens": 1}
     assert len(record["protocol_fingerprint"]) == 64 and len(record["model"]["weights_sha256"]) == 64
-    assert set(record["metrics"]) >= {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
+    # the recorded values are what pycocoevalcap gives on the run's own official file
+    official = official_caption_scores(karpathy_dir / "dataset_coco.json", run_dir / "captions_results.json")
+    assert {name: entry["value"] for name, entry in record["metrics"].items()} == pytest.approx(official, rel=1e-9,
+                                                                                               abs=1e-9)
     assert record["counts"]["samples"] == 6 and record["counts"]["failed"] == 0
     assert record["data"]["n_samples"] == 6 and record["data"]["format"] == "karpathy"
     assert record["reportable"] is False and "5000" in record["not_reportable_reasons"][0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,12 @@ import pytest
 from evalkit.data import coco_caption_files as ccf
 from evalkit.core.errors import EvalkitError
 from evalkit.metrics.caption_metrics import OFFICIAL_KEYS
+from official_coco_eval import official_coco_eval
 
 FIXTURES = Path(__file__).parent / "fixtures" / "karpathy_refs"
 ANNOTATIONS = FIXTURES / "annotations.json.gz"
 PREDICTIONS = FIXTURES / "predictions.json.gz"
-needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs a Java runtime")
+needs_java = pytest.mark.usefixtures("java")  # conftest: a missing Java fails these tests
 METRICS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
 
 
@@ -46,9 +46,6 @@ def test_full_karpathy_test_equals_official_golden():
 @needs_java
 def test_subset_equals_official_subset_evaluation(tmp_path):
     """allow_subset=True on 500 predicted images == COCOEvalCap with params['image_id'] = cocoRes.getImgIds()."""
-    import pycocoevalcap.eval as official
-    from pycocotools.coco import COCO
-
     annotations = read_gz(ANNOTATIONS)
     predictions = read_gz(PREDICTIONS)
     subset = predictions[::9][:500]
@@ -57,21 +54,7 @@ def test_subset_equals_official_subset_evaluation(tmp_path):
         ccf.score_caption_files(ANNOTATIONS, subset_path)
     scores = ccf.score_caption_files(ANNOTATIONS, subset_path, allow_subset=True)
 
-    class NoSpice:
-        def compute_score(self, gts, res):
-            return 0.0, [0.0] * len(gts)
-
-        def method(self):
-            return "SPICE"
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(official, "Spice", NoSpice)
-        coco = COCO()
-        coco.dataset = annotations
-        coco.createIndex()
-        evaluator = official.COCOEvalCap(coco, coco.loadRes(subset))
-        evaluator.params["image_id"] = evaluator.cocoRes.getImgIds()
-        evaluator.evaluate()
+    evaluator = official_coco_eval(annotations, subset, only_result_images=True)
     assert scores.n_images == 500
     assert list(scores.per_image) == list(evaluator.imgToEval)  # same images, same (annotation) order
     for name in METRICS:

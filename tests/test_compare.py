@@ -10,6 +10,8 @@ import pytest
 from make_runs import answers_with_accuracy, caption_run, caption_set, cli, retrieval_run, vqa_run, vqa_set
 
 N_BOOT = "300"
+# synthetic records are derived from real `evalkit run` records of this session (tests/make_runs.py)
+pytestmark = pytest.mark.usefixtures("real_runs")
 
 
 def _gold(n: int = 200):
@@ -73,6 +75,41 @@ def test_seeded_output_is_reproducible(vqa_pair):
     assert [m["ci_low"] for m in first["metrics"]] != [m["ci_low"] for m in other["metrics"]]
 
 
+def _predictions(run_dir) -> dict[str, str]:
+    lines = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    return {line["id"]: line["prediction"] for line in lines}
+
+
+def test_real_runs_compare_on_their_own_files(real_runs, tmp_path):
+    """Two models' real shapes-chat runs (`evalkit run`, this session): differences are the run.json ones,
+    changed samples are the predictions that differ; a copy of a run compares as unchanged."""
+    opt, t5 = real_runs[("shapes-chat", "blip2-tiny-opt")], real_runs[("shapes-chat", "blip2-tiny-t5")]
+    base, cand = (json.loads((run_dir / "run.json").read_text()) for run_dir in (opt, t5))
+    assert base["protocol_fingerprint"] != cand["protocol_fingerprint"]  # per-family protocols
+    code, _, err = cli(["compare", opt, t5, "--n-boot", N_BOOT])
+    assert code == 2 and "protocol_fingerprint differs" in err
+    code, out, err = cli(["compare", opt, t5, "--n-boot", N_BOOT, "--json", "--allow-protocol-change"])
+    assert code in (0, 1), err
+    result = json.loads(out)
+    rows = {m["metric"]: m for m in result["metrics"]}
+    assert set(rows) == set(base["metrics"]) and "accuracy" in rows
+    for name, entry in base["metrics"].items():
+        assert rows[name]["difference"] == pytest.approx(cand["metrics"][name]["value"] - entry["value"], abs=1e-9)
+    mine, theirs = _predictions(opt), _predictions(t5)
+    assert set(mine) == set(theirs) and len(mine) == 12
+    differing = {i for i in mine if mine[i] != theirs[i]}
+    assert differing  # the chat task separates the two models (MODELS.md), so this is not vacuous
+    assert {s["id"] for s in result["changed_samples"]["samples"]} == differing
+    assert result["changed_samples"]["count"] == len(differing)
+    assert result["exit_code"] == (1 if result["regressions"] else 0) == code
+    copy = tmp_path / "copy"
+    shutil.copytree(opt, copy)
+    code, out, _ = cli(["compare", opt, copy, "--n-boot", N_BOOT, "--json"])
+    same = json.loads(out)
+    assert code == 0 and same["changed_samples"]["count"] == 0
+    assert {m["metric"]: m["difference"] for m in same["metrics"]} == {name: 0 for name in base["metrics"]}
+
+
 def test_tolerance_turns_a_small_regression_into_no_change(tmp_path):
     gold, types, questions = _gold(400)
     base = vqa_run(tmp_path, "a", answers_with_accuracy(gold, 400), gold, answer_types=types, run_id="a")
@@ -95,6 +132,8 @@ def test_identical_runs_exit_0_without_changes(vqa_pair, tmp_path):
     assert "no regression (exit 0)" in out
     result = json.loads(cli(["compare", base, copy, "--n-boot", N_BOOT, "--json"])[1])
     assert result["changed_samples"]["count"] == 0
+    assert {m["metric"] for m in result["metrics"]} >= {"accuracy", "accuracy/yes/no", "accuracy/number",
+                                                         "accuracy/other"}
     assert all(m["difference"] == 0 and m["verdict"] == "no significant change" for m in result["metrics"])
 
 
@@ -130,10 +169,15 @@ def test_different_task_exits_2(tmp_path):
 
 
 def test_protocol_change_exits_2_unless_allowed(tmp_path):
+    from evalkit.core.registry import get_task
+
+    task = get_task("vqav2")
+    default = task.protocol_for("opt").prompt_variant  # model "a" is an OPT model to make_runs
+    (variant,) = [name for name in task.prompt_variants if name != default]
     gold, types, _ = _gold(200)
     base = vqa_run(tmp_path, "a", answers_with_accuracy(gold, 150), gold, answer_types=types, run_id="a")
     cand = vqa_run(tmp_path, "a", answers_with_accuracy(gold, 100), gold, answer_types=types, run_id="b",
-                   overrides={"prompt": "Question: {question} Answer:", "prompt_variant": "answer"})
+                   overrides={"prompt": task.prompt_variants[variant], "prompt_variant": variant})
     code, _, err = cli(["compare", base, cand, "--n-boot", N_BOOT])
     assert code == 2 and "protocol_fingerprint differs" in err and "prompt_variant" in err
     code, out, _ = cli(["compare", base, cand, "--n-boot", N_BOOT, "--allow-protocol-change"])
@@ -150,12 +194,12 @@ def test_different_vqa_scorer_exits_2(tmp_path):
     assert code == 2 and "details.vqa_metric" in err
 
 
-@pytest.mark.parametrize("java", ["available", "missing"])
-def test_caption_regression(tmp_path, monkeypatch, java):
+@pytest.mark.parametrize("java_state", ["available", "missing"])
+def test_caption_regression(tmp_path, monkeypatch, java_state):
     from evalkit.core.errors import EvalkitError
     from evalkit.metrics import caption_metrics
 
-    if java == "missing":
+    if java_state == "missing":
         def no_java():
             raise EvalkitError("COCO caption metrics need Java but no 'java' is on PATH")
 
@@ -174,7 +218,7 @@ def test_caption_regression(tmp_path, monkeypatch, java):
     assert rows["CIDEr"]["verdict"] == "regression"
     assert rows["CIDEr"]["ci_low"] <= rows["CIDEr"]["difference"] <= rows["CIDEr"]["ci_high"]
     assert result["changed_samples"]["count"] == 8
-    if java == "missing":
+    if java_state == "missing":
         assert rows["CIDEr"]["method"] == ("mean of per-image scores (not re-scored as a corpus metric: "
                                            "Java not found for the PTB tokenizer)")
     else:

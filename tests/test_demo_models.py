@@ -3,7 +3,9 @@ a deliberately broken setting must lower the score, and compare must see a degra
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,10 @@ import pytest
 import torch
 
 from conftest import run_cli
-from evalkit.demo.bundled import MODELS_DIR, SHAPES_DIR
+from evalkit.demo.bundled import DEMO_DIR, MODELS_DIR, SHAPES_DIR
+
+MODELS_MD = DEMO_DIR / "MODELS.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 # Floors agreed from measurements (evalkit/demo/MODELS.md): the shipped weights and two retrains with
 # other seeds score at least CIDEr 636, VQA 97.7, R@1 98.0; the floors leave more than twice the
@@ -48,10 +53,177 @@ def test_trained_models_clear_their_floors(demo_results, task, model, metric):
     assert record["metrics"][metric]["value"] >= FLOORS[(task, model, metric)]
 
 
-def test_chat_runs_record_the_single_turn_score(demo_results):
-    record = _record(demo_results, "blip2-tiny-opt", "shapes-chat")
-    single = _record(demo_results, "blip2-tiny-opt", "shapes-vqa")
-    assert record["comparison"]["other"] == single["metrics"]["accuracy"]["value"]
+@pytest.mark.parametrize("model", ["blip2-tiny-opt", "blip2-tiny-t5"])
+def test_chat_runs_record_the_single_turn_score(demo_results, model):
+    record = _record(demo_results, model, "shapes-chat")
+    single = _record(demo_results, model, "shapes-vqa")
+    this, other = record["metrics"]["accuracy"]["value"], single["metrics"]["accuracy"]["value"]
+    assert record["comparison"] == {"task": "shapes-vqa", "run_id": single["run_id"], "metric": "accuracy",
+                                    "other": other, "this": this, "difference": round(this - other, 4)}
+    assert this != other  # the models never saw multi-turn prompts (MODELS.md), so the scores differ
+
+
+# --------------------------------------------------------------------------------------------
+# the numbers the docs quote, against a fresh demo run
+# --------------------------------------------------------------------------------------------
+
+MODEL_OF = {"opt": "blip2-tiny-opt", "t5": "blip2-tiny-t5", "itm": "blip2-tiny-itm"}
+METRIC_OF = {"BLEU-4": "BLEU-4", "CIDEr": "CIDEr", "accuracy": "accuracy", "VQA accuracy": "accuracy",
+             "TR@1": "txt_r1", "IR@1": "img_r1"}
+TASK_OF_METRIC = {"BLEU-4": "shapes-caption", "CIDEr": "shapes-caption", "VQA accuracy": "shapes-vqa",
+                  "TR@1": "shapes-retrieval", "IR@1": "shapes-retrieval"}
+# every (task, model, metric) the demo reports a headline for; the docs must quote each one
+QUOTED = {(task, model, metric) for model in ("blip2-tiny-opt", "blip2-tiny-t5")
+          for task, metric in [("shapes-caption", "BLEU-4"), ("shapes-caption", "CIDEr"), ("shapes-vqa", "accuracy"),
+                               ("shapes-chat", "accuracy")]} | {("shapes-retrieval", "blip2-tiny-itm", "txt_r1"),
+                                                                ("shapes-retrieval", "blip2-tiny-itm", "img_r1")}
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start:] if end < 0 else text[start:end]
+
+
+def _table_rows(section: str) -> list[list[str]]:
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    return rows
+
+
+def models_md_scores() -> dict[tuple[str, str, str], str]:
+    """(task, model, metric) -> the number as printed in MODELS.md's measured table."""
+    section = _section(MODELS_MD.read_text(), "## Scores through evalkit")
+    header, *rows = _table_rows(section)
+    quoted = {}
+    for row in rows:
+        model = row[0]
+        for column, cell in zip(header[1:], row[1:]):
+            if not cell:
+                continue
+            task, names = column.split(" ", 1)
+            values = re.findall(NUMBER + r"(?= / |$| \()", cell)
+            metrics = names.split(" / ")
+            assert len(values) == len(metrics), (column, cell)
+            for name, value in zip(metrics, values):
+                quoted[(task, model, METRIC_OF[name])] = value
+    return quoted
+
+
+def models_md_shipped_column() -> tuple[dict[tuple[str, str, str], str], dict[tuple[str, str], float]]:
+    """The seed table: (task, model, metric) -> the shipped (seed 0) number; (task, metric) -> its tolerance."""
+    section = _section(MODELS_MD.read_text(), "## Retraining tolerance")
+    header, *rows = _table_rows(section)
+    assert header[1].startswith("shipped") and header[-1].startswith("tolerance"), header
+    quoted, tolerance = {}, {}
+    for row in rows:
+        family, names = row[0].split(" · ")
+        metrics = names.split(" / ")
+        values = re.findall(NUMBER, row[1])
+        assert len(values) == len(metrics), row
+        tolerances = {}
+        for part in row[-1].split(","):  # "±30 CIDEr, ±2 BLEU-4" or "±2.5"
+            tol, _, name = part.strip().lstrip("±").partition(" ")
+            tolerances[name or None] = float(tol)
+        for name, value in zip(metrics, values):
+            task = TASK_OF_METRIC[name]
+            quoted[(task, MODEL_OF[family], METRIC_OF[name])] = value
+            tolerance[(task, METRIC_OF[name])] = tolerances.get(name, tolerances.get(None))
+    return quoted, tolerance
+
+
+def readme_scores() -> dict[tuple[str, str, str], str]:
+    """The demo sentence in README.md: `OPT/T5 CIDEr a/b, ..., chat accuracy a/b; ITM TR@1/IR@1 a/b`."""
+    text = README.read_text()
+    start = text.index("`evalkit demo` runs the bundled")
+    paragraph = text[start:text.index("\n\n", start)].replace("\n", " ")
+    quoted = {}
+    pairs = {"CIDEr": ("shapes-caption", "CIDEr"), "BLEU-4": ("shapes-caption", "BLEU-4"),
+             "VQA accuracy": ("shapes-vqa", "accuracy"), "chat accuracy": ("shapes-chat", "accuracy")}
+    for label, (task, metric) in pairs.items():
+        (found,) = re.findall(rf"(?<![\w-]){re.escape(label)} ({NUMBER})/({NUMBER})", paragraph)
+        quoted[(task, "blip2-tiny-opt", metric)], quoted[(task, "blip2-tiny-t5", metric)] = found
+    (found,) = re.findall(rf"TR@1/IR@1 ({NUMBER})/({NUMBER})", paragraph)
+    quoted[("shapes-retrieval", "blip2-tiny-itm", "txt_r1")] = found[0]
+    quoted[("shapes-retrieval", "blip2-tiny-itm", "img_r1")] = found[1]
+    return quoted
+
+
+def measured_build() -> tuple[str, str, int]:
+    """(torch, transformers, threads) the MODELS.md table was measured with."""
+    (found,) = re.findall(r"Measured with torch (\S+), transformers (\S+), (\d+) threads", MODELS_MD.read_text())
+    return found[0], found[1].rstrip(","), int(found[2])
+
+
+def _tolerance(task: str, metric: str) -> float:
+    """0 (exact to the printed digits) on the documented build; the retraining tolerance otherwise."""
+    import transformers
+
+    torch_version, transformers_version, threads = measured_build()
+    if (torch.__version__, transformers.__version__, torch.get_num_threads()) == (torch_version, transformers_version,
+                                                                                   threads):
+        return 0.0
+    _, tolerance = models_md_shipped_column()
+    return tolerance[("shapes-vqa" if task == "shapes-chat" else task, metric)]
+
+
+def _check_quoted(demo_results: Path, quoted: dict[tuple[str, str, str], str], where: str) -> None:
+    assert set(quoted) == QUOTED, f"{where} quotes {sorted(quoted)}"
+    wrong = []
+    for (task, model, metric), printed in sorted(quoted.items()):
+        value = _record(demo_results, model, task)["metrics"][metric]["value"]
+        digits = len(printed.partition(".")[2])
+        tolerance = _tolerance(task, metric)
+        ok = f"{value:.{digits}f}" == printed if tolerance == 0 else abs(value - float(printed)) <= tolerance
+        if not ok:
+            wrong.append(f"{model} {task} {metric}: {where} says {printed}, the demo gives {value:.{max(digits, 2)}f}"
+                         + (f" (tolerance {tolerance})" if tolerance else ""))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_models_md_scores_are_what_the_demo_gives(demo_results):
+    _check_quoted(demo_results, models_md_scores(), "MODELS.md")
+
+
+def test_models_md_seed_table_shipped_column_is_what_the_demo_gives(demo_results):
+    shipped, tolerance = models_md_shipped_column()
+    assert all(t > 0 for t in tolerance.values()) and len(tolerance) == 5
+    chat = {key: value for key, value in models_md_scores().items() if key[0] == "shapes-chat"}
+    _check_quoted(demo_results, {**shipped, **chat}, "MODELS.md (seed table)")
+
+
+def test_readme_scores_are_what_the_demo_gives(demo_results):
+    _check_quoted(demo_results, readme_scores(), "README.md")
+
+
+def test_the_documented_build_is_what_the_numbers_were_measured_with():
+    """The shipped models' own training log names the torch build the docs claim."""
+    torch_version, transformers_version, threads = measured_build()
+    for model in MODEL_OF.values():
+        log = json.loads((MODELS_DIR / model / "demo_scores.json").read_text())
+        assert (log["torch"], log["transformers"], log["threads"]) == (torch_version, transformers_version, threads), \
+            model
+
+
+def test_shipped_weights_match_the_sha256_in_models_md():
+    rows = re.findall(r"^\| `(blip2-[\w-]+)` \| `([0-9a-f]{64})` \|$", MODELS_MD.read_text(), flags=re.M)
+    documented = dict(rows)
+    assert len(rows) == len(documented) == 3
+    shipped = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "model.safetensors").is_file())
+    assert sorted(documented) == shipped
+    for model, digest in documented.items():
+        assert hashlib.sha256((MODELS_DIR / model / "model.safetensors").read_bytes()).hexdigest() == digest, model
+
+
+def test_demo_records_name_the_documented_weights(demo_results):
+    """Each demo run.json's weights hash is evalkit's hash (sha256 of "file:sha256" lines) of the documented file."""
+    documented = dict(re.findall(r"^\| `(blip2-[\w-]+)` \| `([0-9a-f]{64})` \|$", MODELS_MD.read_text(), flags=re.M))
+    records = [json.loads(p.read_text()) for p in demo_results.glob("*/*/*/run.json")]
+    assert len(records) == 7
+    for record in records:
+        digest = documented[record["model"]["name"]]
+        assert record["model"]["weights_sha256"] == hashlib.sha256(f"model.safetensors:{digest}".encode()).hexdigest()
 
 
 def test_report_over_the_demo_runs(demo_results, capsys):

@@ -4,6 +4,7 @@ evalkit/demo/MODELS.md) and writes checkpoints the harness loads like any other.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def trained(tmp_path_factory) -> tuple[Path, dict, dict, dict]:
 
 def test_same_seed_gives_identical_weights(trained):
     _, first, again, _ = trained
+    assert set(first) == set(MODELS)  # every model written, so equality is not {} == {}
     assert first == again
 
 
@@ -70,7 +72,10 @@ def test_trained_checkpoint_runs_through_evalkit(trained, tmp_path, capsys, task
                               str(tmp_path), "-q", "--device", "cpu"], capsys)
     assert code == 0, out + err
     (run_json,) = tmp_path.rglob("run.json")
-    assert "weights_sha256" in run_json.read_text()
+    record = json.loads(run_json.read_text())
+    # evalkit's weights hash: sha256 over "file name:file sha256" lines of the weight files (here one)
+    file_digest = trained[1][model]
+    assert record["model"]["weights_sha256"] == hashlib.sha256(f"model.safetensors:{file_digest}".encode()).hexdigest()
 
 
 def test_demo_models_dir_names_the_missing_checkpoint(trained, tmp_path, capsys):

@@ -80,3 +80,21 @@ def test_every_builtin_task_names_a_known_kind_and_has_a_protocol_per_family():
         assert kinds[task.kind.name] is task.kind
         for family in task.kind.model_families:
             assert isinstance(task.protocol_for(family), task.kind.protocol_type)
+
+
+def test_evalkit_tasks_imports_from_a_plain_checkout(tmp_path):
+    """Without the install's package-dir mapping (python -S skips the editable .pth), tasks/ is evalkit.tasks."""
+    import subprocess
+    import sys
+    import sysconfig
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import evalkit.tasks.vqav2 as v, evalkit;"
+            "from evalkit.core.registry import all_tasks; print(v.__file__); print(sorted(all_tasks()))")
+    proc = subprocess.run([sys.executable, "-S", "-c", code, str(root), sysconfig.get_paths()["purelib"]],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert Path(lines[0]) == root / "tasks" / "vqav2.py"
+    assert "vqav2" in lines[1] and "shapes-vqa" in lines[1]

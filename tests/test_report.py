@@ -5,17 +5,21 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 
 import pandas as pd
 import pytest
 
-from make_runs import answers_with_accuracy, cli, make_standard_results, retrieval_run, vqa_run, vqa_set
+from make_runs import (answers_with_accuracy, caption_run, caption_set, cli, make_standard_results, retrieval_run,
+                       vqa_run, vqa_set)
 
 from evalkit.core.errors import EvalkitError
+# synthetic records are derived from real `evalkit run` records of this session (tests/make_runs.py)
+pytestmark = pytest.mark.usefixtures("real_runs")
 
 
 @pytest.fixture(scope="module")
-def standard(tmp_path_factory):
+def standard(tmp_path_factory, real_runs):
     root = tmp_path_factory.mktemp("report")
     runs = make_standard_results(root)
     return root / "results", runs
@@ -65,6 +69,49 @@ def test_markdown_table_cells_references_and_marks(standard):
     assert "1 older run(s)" in out
     # the file equals stdout
     assert (results / "LEADERBOARD.md").read_text() == out
+
+
+def test_report_of_real_runs_shows_their_recorded_values(real_runs, tmp_path):
+    """Over records `evalkit run` wrote this session: one cell per recorded metric, each its run.json value."""
+    results = tmp_path / "results"
+    shutil.copytree(next(iter(real_runs.values())).parents[2], results)
+    records = [json.loads((run_dir / "run.json").read_text()) for run_dir in real_runs.values()]
+    recorded = {(r["model"]["name"], r["task"]["name"], name): entry["value"]
+                for r in records for name, entry in r["metrics"].items()}
+    assert len(records) == 5 and all(r["metrics"] for r in records)
+    code, out, err = cli(["report", results, "--json", "--no-html", "--no-write", "--all-metrics"])
+    assert code == 0, err
+    cells = json.loads(out)["cells"]
+    assert {(c["model"], c["task"], c["metric"]): c["value"] for c in cells if c["value"] is not None} == recorded
+    assert all(not c["reportable"] and any("--limit" in why for why in c["not_reportable_reasons"]) for c in cells)
+    code, out, err = cli(["report", results, "--no-html", "--no-write"])
+    assert code == 0, err
+    header = _md_header(out)
+    rows = {r[0]: dict(zip(header, r)) for r in _md_rows(out)}
+    assert sorted(rows) == sorted({r["model"]["name"] for r in records})
+    for record in records:
+        cell = rows[record["model"]["name"]][f"{record['task']['name']} {record['headline_metric']}"]
+        assert cell == f"{record['metrics'][record['headline_metric']]['value']:.2f} †"
+
+
+def test_synthetic_runs_break_when_the_real_record_schema_moves(real_runs, tmp_path):
+    """make_runs copies the real record; a field renamed in evalkit's run.json stops it with the field's name."""
+    import make_runs
+
+    real = real_runs[("shapes-caption", "blip2-tiny-opt")]
+    moved = tmp_path / "moved"
+    shutil.copytree(real, moved)
+    record = json.loads((moved / "run.json").read_text())
+    record["journal_header"]["dataset"] = record["journal_header"].pop("data")
+    (moved / "run.json").write_text(json.dumps(record))
+    refs, good, _ = caption_set(4)
+    make_runs.use_real_runs({"caption": moved})
+    try:
+        with pytest.raises(KeyError, match="journal_header.data"):
+            caption_run(tmp_path / "results", "m", good, refs, run_id="x")
+    finally:
+        make_runs.use_real_runs({"caption": real})
+    assert caption_run(tmp_path / "results", "m", good, refs, run_id="x").is_dir()
 
 
 def test_latest_run_id_and_all_runs(standard):

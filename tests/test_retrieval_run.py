@@ -49,6 +49,27 @@ def test_features_and_itm_equal_the_transformers_forward(tiny_itm):
                 torch.testing.assert_close(itm.logits_per_image[0, 1], ours[0])
 
 
+def _rank(row: np.ndarray, target: int) -> int:
+    """0-based rank of candidate ``target`` when ``row`` is sorted by descending score; among equal scores the
+    larger index first (LAVIS's argsort(...)[::-1] with a stable sort, as evalkit.metrics.retrieval_recall says)."""
+    return int((row > row[target]).sum() + ((row == row[target]) & (np.arange(len(row)) > target)).sum())
+
+
+def recalls_from_scores(i2t: np.ndarray, t2i: np.ndarray, captions_per_image: list[int]) -> dict[str, float]:
+    """R@1/5/10 both ways and their means from the score matrices; texts are ordered image by image."""
+    owner = [i for i, n in enumerate(captions_per_image) for _ in range(n)]
+    assert len(owner) == i2t.shape[1] == t2i.shape[0]
+    text_ranks = [min(_rank(i2t[i], j) for j, o in enumerate(owner) if o == i) for i in range(len(i2t))]
+    image_ranks = [_rank(t2i[j], owner[j]) for j in range(len(owner))]
+    out = {}
+    for name, ranks in (("txt", text_ranks), ("img", image_ranks)):
+        for k in (1, 5, 10):
+            out[f"{name}_r{k}"] = 100.0 * sum(r < k for r in ranks) / len(ranks)
+        out[f"{name}_r_mean"] = (out[f"{name}_r1"] + out[f"{name}_r5"] + out[f"{name}_r10"]) / 3
+    out["r_mean"] = (out["txt_r_mean"] + out["img_r_mean"]) / 2
+    return out
+
+
 def test_retrieval_run_with_rerank_and_scores_export(tiny_itm, tmp_path, capsys):
     write_karpathy(tmp_path / "data")
     code, out, err = run_cli(["run", "retrieval-coco", "-m", str(tiny_itm), "--data", str(tmp_path / "data"),
@@ -57,12 +78,16 @@ def test_retrieval_run_with_rerank_and_scores_export(tiny_itm, tmp_path, capsys)
     assert code == 0, err
     (run_json,) = (tmp_path / "r").glob("*/retrieval-coco/*/run.json")
     record = json.loads(run_json.read_text())
-    assert set(record["metrics"]) == {"txt_r1", "txt_r5", "txt_r10", "txt_r_mean", "img_r1", "img_r5", "img_r10",
-                                      "img_r_mean", "r_mean"}
     assert record["protocol"]["rerank_k"] == 3 and record["details"]["n_texts"] == 30
     scores = np.load(run_json.parent / "scores_i2t.npy")
     assert scores.shape == (6, 30)
     assert ((scores > -100).sum(axis=1) >= 3).all()  # each image's top 3 re-scored
+    # the recorded recalls are the ones the exported score matrices give
+    lines = [json.loads(line) for line in (run_json.parent / "predictions.jsonl").read_text().splitlines()]
+    expected = recalls_from_scores(scores, np.load(run_json.parent / "scores_t2i.npy"),
+                                   [len(line["references"]) for line in lines])
+    assert {name: entry["value"] for name, entry in record["metrics"].items()} == pytest.approx(expected, abs=1e-9)
+    assert len({expected["txt_r1"], expected["txt_r10"], expected["img_r1"]}) > 1  # not all 0 or all 100
     assert (run_json.parent / "image_feats.pt").exists() and (run_json.parent / "text_feats.pt").exists()
     # ITC only: a different protocol, so a different run; it reuses nothing and needs no ITM
     code, _, err = run_cli(["run", "retrieval-coco", "-m", str(tiny_itm), "--data", str(tmp_path / "data"),

@@ -63,6 +63,7 @@ def test_different_seeds_differ():
 
 def test_generated_content_is_consistent():
     split = generate_split("train", 300, seed=11)
+    assert len(split.images) == 300
     for im in split.images:
         assert im.image.size == (shapes.IMAGE_SIZE, shapes.IMAGE_SIZE) and im.image.mode == "RGB"
         assert 1 <= len(im.objects) <= 3

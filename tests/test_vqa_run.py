@@ -32,10 +32,11 @@ def test_official_files_with_coco_image_names(tiny_opt, tmp_path, capsys):
                               "--results", str(tmp_path), *FAST], capsys)
     assert code == 0, err
     record, run_dir = _record(tmp_path, "vqav2")
-    assert record["protocol"]["prompt"] == "Question: {question} Short answer:"
+    # the BLIP-2 paper's OPT prompt, the question cleaned as LAVIS's blip_question does (lower case)
+    assert record["protocol"]["prompt"] == "Question: {question} Answer:"
     assert record["runtime"]["images_encoded"] == 1  # three questions, one image, encoded once
     lines = [json.loads(l) for l in (run_dir / "predictions.jsonl").read_text().splitlines()]
-    assert lines[1]["prompt"] == "Question: What position is this man playing? Short answer:"
+    assert lines[1]["prompt"] == "Question: what position is this man playing? Answer:"
     assert record["details"]["vqa_metric"] == "official" and "perQuestionType" in record["details"]
 
 
@@ -82,7 +83,21 @@ def test_chat_mode_keeps_the_conversation(tiny_t5, tmp_path, capsys):
     first, second = conversation[0], conversation[1]
     assert second["prompt"].startswith(first["prompt"][: -len("Answer:")].strip())
     assert f"Answer: {first['prediction']}." in second["prompt"] and second["extra"]["history_turns"] == 1
-    assert "comparison" in record
+    # no single-turn run of the same questions yet: the record says so
+    assert record["comparison"] == {"task": "shapes-vqa",
+                                    "note": "no shapes-vqa run on the same data and weights to compare with"}
+    code, _, err = run_cli(["run", "shapes-vqa", "-m", str(tiny_t5), "--limit", "9", "--results", str(tmp_path),
+                            *FAST], capsys)
+    assert code == 0, err
+    single, _ = _record(tmp_path, "shapes-vqa")
+    code, _, err = run_cli(["run", "shapes-chat", "-m", str(tiny_t5), "--limit", "9", "--results", str(tmp_path),
+                            *FAST], capsys)  # re-scored from its journal, now beside the single-turn run
+    assert code == 0, err
+    again, _ = _record(tmp_path, "shapes-chat")
+    assert again["counts"]["generated_this_invocation"] == 0 and again["metrics"] == record["metrics"]
+    this, other = record["metrics"]["accuracy"]["value"], single["metrics"]["accuracy"]["value"]
+    assert again["comparison"] == {"task": "shapes-vqa", "run_id": single["run_id"], "metric": "accuracy",
+                                   "other": other, "this": this, "difference": round(this - other, 4)}
 
 
 def test_hf_vqa_dataset(tiny_opt, tmp_path, capsys):
@@ -143,7 +158,9 @@ def test_unprompted_captioning_generates_from_bos(tiny_opt, tiny_t5, tmp_path, c
         code, _, err = run_cli(["run", "shapes-caption", "-m", str(model), "--prompt-variant", "none", "--limit", "4",
                                 "--results", str(tmp_path), *FAST], capsys)
         assert code == 0, err
-    for run_json in tmp_path.glob("*/shapes-caption/*/run.json"):
+    run_files = sorted(tmp_path.glob("*/shapes-caption/*/run.json"))
+    assert len(run_files) == 2
+    for run_json in run_files:
         record = json.loads(run_json.read_text())
         assert record["protocol"]["prompt"] == "" and record["overrides"]["prompt_variant"] == "none"
         lines = [json.loads(l) for l in (run_json.parent / "predictions.jsonl").read_text().splitlines()]

@@ -26,8 +26,9 @@ from typing import Iterable
 from evalkit.core.errors import EvalkitError, NotComparableError
 from evalkit.kinds import kind_named
 from evalkit.metrics.bootstrap import Interval, paired_bootstrap, verdict
-from evalkit.analysis.reference_numbers import references_for_run, run_model_names
-from evalkit.analysis.results_index import RunInfo, overrides_text
+from evalkit.analysis.reference_numbers import like_for_like_differences, references_for_run, run_model_names
+from evalkit.analysis.results_index import RunInfo
+from evalkit.core.protocol import overrides_text
 
 EXIT_OK, EXIT_REGRESSION, EXIT_NOT_COMPARABLE = 0, 1, 2
 
@@ -193,9 +194,6 @@ def compare_with_reference(run: RunInfo, which: str = "paper") -> dict:
         raise EvalkitError(f"no {which} reference numbers for model {run.model} on {run.task} split "
                            f"{run.split or '?'}{hint}")
     notes = []
-    if run.overrides:
-        notes.append(f"this run's protocol differs from the task default ({overrides_text(run.overrides)}); "
-                     "the references use the default protocol")
     if not run.reportable:
         notes.append(f"this run is not reportable: {'; '.join(run.not_reportable_reasons)}")
     rows = []
@@ -204,7 +202,10 @@ def compare_with_reference(run: RunInfo, which: str = "paper") -> dict:
         rows.append({"metric": ref.metric, "value": value, "reference": ref.value,
                      "difference": None if value is None else value - ref.value, "kind": ref.kind,
                      "source": ref.source, "source_text": ref.source_text, "protocol": ref.protocol,
-                     "derived": ref.derived})
+                     "derived": ref.derived, "differences": like_for_like_differences(ref, run.record)})
+    for row in rows:
+        if row["differences"]:
+            notes.append(f"{row['metric']} ({row['kind']}): not like-for-like: {'; '.join(row['differences'])}")
     return {"run": run_summary(run), "reference": which, "rows": rows, "notes": notes, "exit_code": EXIT_OK}
 
 
@@ -284,9 +285,10 @@ def render_reference(result: dict) -> str:
     """Markdown table of a run against the reference numbers."""
     out = [f"**run**: {_describe(result['run'])}", ""]
     rows = [[r["metric"], _fmt(r["value"]), _fmt(r["reference"]), _fmt(r["difference"], signed=True),
-             r["kind"] + (" (derived)" if r["derived"] else ""), r["source_text"]] for r in result["rows"]]
-    out.append(_md_table(["metric", "this run", "reference", "Δ (run − ref)", "kind", "source"], rows,
-                         ["l", "r", "r", "r", "l", "l"]))
+             r["kind"] + (" (derived)" if r["derived"] else ""), "no" if r["differences"] else "yes", r["source_text"]]
+            for r in result["rows"]]
+    header = ["metric", "this run", "reference", "Δ (run − ref)", "kind", "like-for-like", "source"]
+    out.append(_md_table(header, rows, ["l", "r", "r", "r", "l", "l", "l"]))
     out.append("")
     out.append("No confidence interval: the published numbers come without one.")
     for note in result["notes"]:

@@ -31,14 +31,17 @@ class Reference:
     source: str  # key into the file's "sources"
     source_text: str  # the citation itself
     kind: str  # "paper" | "lavis"
-    protocol: str = ""
+    protocol: str = ""  # the reference's own words for its protocol
     derived: bool = False
+    protocol_name: str = ""  # the evalkit named protocol that reproduces it ("paper", "lavis")
+    scorer: tuple[tuple[str, str], ...] = ()  # scorer settings it was computed with, e.g. the VQA accuracy variant
 
     def to_json(self) -> dict:
         """Plain data for --json output."""
         return {"model": self.model, "task": self.task, "split": self.split, "metric": self.metric,
                 "value": self.value, "source": self.source, "source_text": self.source_text, "kind": self.kind,
-                "protocol": self.protocol, "derived": self.derived}
+                "protocol": self.protocol, "derived": self.derived, "protocol_name": self.protocol_name,
+                "scorer": dict(self.scorer)}
 
 
 @lru_cache(maxsize=4)
@@ -62,7 +65,9 @@ def load_references(path: str | None = None) -> tuple[Reference, ...]:
         refs.append(Reference(model=entry["model"], task=entry["task"], split=entry["split"], metric=entry["metric"],
                               value=float(entry["value"]), source=entry["source"],
                               source_text=sources[entry["source"]], kind=entry["kind"],
-                              protocol=entry.get("protocol", ""), derived=bool(entry.get("derived", False))))
+                              protocol=entry.get("protocol", ""), derived=bool(entry.get("derived", False)),
+                              protocol_name=entry.get("protocol_name", ""),
+                              scorer=tuple(sorted((entry.get("scorer") or {}).items()))))
     return tuple(refs)
 
 
@@ -110,3 +115,22 @@ def preferred_reference(refs: list[Reference], metric: str) -> Reference | None:
             if ref.metric == metric and ref.kind == kind:
                 return ref
     return None
+
+
+def like_for_like_differences(ref: Reference, record: dict) -> list[str]:
+    """What keeps a run from being like-for-like with a reference: its named protocol, its overrides, its
+    scorer settings (e.g. the VQA accuracy variant). Empty when the run reproduces the reference's setting."""
+    from evalkit.core.protocol import overrides_text
+    from evalkit.kinds import kind_named
+
+    differences = []
+    name = str((record.get("protocol") or {}).get("name", "default"))
+    if ref.protocol_name and name != ref.protocol_name:
+        differences.append(f"protocol {name!r}, the reference's {ref.protocol_name!r}")
+    if record.get("overrides"):
+        differences.append(f"overrides ({overrides_text(record['overrides'])})")
+    settings = kind_named(str(record["task"].get("kind", ""))).scorer_settings(record)
+    for key, wanted in ref.scorer:
+        if settings.get(key) != wanted:
+            differences.append(f"{key.rsplit('.', 1)[-1]} {settings.get(key)!r}, the reference's {wanted!r}")
+    return differences

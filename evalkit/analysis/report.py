@@ -10,8 +10,9 @@ model x task x split x protocol the latest run is shown (``--run-id`` picks anot
 A cell is ``score`` or, where the BLIP-2 paper / LAVIS give a number for the same model, task and
 split, ``score (ref R [n], Δ D)`` with D = score - R and [n] the footnote naming the source
 (paper values are preferred over LAVIS records in a cell; --json lists all). Marks: ``†`` the run
-is not reportable (footnote: why), ``‡`` a reference is shown but the run's protocol differs from
-the task default (its overrides are in the protocol column).
+is not reportable (footnote: why), ``‡`` a reference is shown but the run is not like-for-like with it
+(another named protocol, overrides, or another scorer setting such as the VQA accuracy variant; the
+footnote names each).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from typing import Iterable
 import pandas as pd
 
 from evalkit.core.errors import EvalkitError
-from evalkit.analysis.reference_numbers import Reference, preferred_reference, references_for_run
-from evalkit.analysis.results_index import RunInfo, find_runs, overrides_text, select_runs
+from evalkit.analysis.reference_numbers import Reference, like_for_like_differences, preferred_reference, \
+    references_for_run
+from evalkit.analysis.results_index import RunInfo, find_runs, select_runs
+from evalkit.core.protocol import overrides_text
 
 MARK_NOT_REPORTABLE = "†"
 MARK_PROTOCOL = "‡"
@@ -49,11 +52,15 @@ class Cell:
     references: list[Reference]
 
     def reference(self, metric: str) -> Reference | None:
-        return preferred_reference(self.references, metric)
+        """The reference shown for ``metric``: one the run is like-for-like with (paper before LAVIS), else the
+        paper's, else LAVIS's."""
+        matching = [r for r in self.references if not like_for_like_differences(r, self.run.record)]
+        return preferred_reference(matching, metric) or preferred_reference(self.references, metric)
 
-    @property
-    def protocol_differs(self) -> bool:
-        return bool(self.run.overrides)
+    def differences(self, metric: str) -> list[str]:
+        """Why the run is not like-for-like with the reference shown for ``metric`` ([] if it is, or no reference)."""
+        ref = self.reference(metric)
+        return like_for_like_differences(ref, self.run.record) if ref is not None else []
 
 
 @dataclass
@@ -150,7 +157,7 @@ def cell_text(report: Report, cell: Cell, metric: str) -> str:
     ref = cell.reference(metric)
     if ref is not None:
         text += f" (ref {ref.value:.2f} [{report.footnote_number(ref.source)}], Δ {value - ref.value:+.2f})"
-        if cell.protocol_differs:
+        if cell.differences(metric):
             text += f" {MARK_PROTOCOL}"
     if not cell.run.reportable:
         text += f" {MARK_NOT_REPORTABLE}"
@@ -174,9 +181,10 @@ def footnotes(report: Report) -> list[str]:
     for model, row in report.rows:
         for column in report.tasks:
             cell = row.get(column.name)
-            if cell and cell.protocol_differs and any(cell.reference(m) for m in column.metrics):
-                notes.append(f"{MARK_PROTOCOL} {model} · {column.name} (run {cell.run.run_id}): protocol differs from "
-                             f"the task default ({overrides_text(cell.run.overrides)}); the reference uses the default")
+            differences = list(dict.fromkeys(d for m in column.metrics for d in cell.differences(m))) if cell else []
+            if differences:
+                notes.append(f"{MARK_PROTOCOL} {model} · {column.name} (run {cell.run.run_id}): not like-for-like "
+                             f"with the reference: {'; '.join(differences)}")
     no_metrics = [f"{m} · {t}" for m, row in report.rows for t, c in row.items() if not c.run.metrics]
     if no_metrics:
         notes.append("n/a: runs without metrics (a split without answers: submit the official predictions file): "
@@ -282,6 +290,8 @@ def to_json(report: Report) -> dict:
                     "run_id": run.run_id, "run_dir": str(run.path), "created": run.created,
                     "protocol_fingerprint": run.fingerprint, "overrides": run.overrides,
                     "protocol_differs_from_default": bool(run.overrides),
+                    "like_for_like": cell.reference(metric) is not None and not cell.differences(metric),
+                    "differences_from_reference": cell.differences(metric),
                     "reportable": run.reportable, "not_reportable_reasons": run.not_reportable_reasons,
                 })
     return {"results_dir": str(report.results_dir), "scale": "0-100",

@@ -254,7 +254,7 @@ def _metric_cell_html(report: Report, cell, metric: str) -> str:
         number = report.footnote_number(ref.source)
         sub = (f'<div class="ref">ref {ref.value:.2f} [{number}] · Δ <span class="{"pos" if value >= ref.value else "neg"}">'
                f'{value - ref.value:+.2f}</span></div>')
-        if cell.protocol_differs:
+        if cell.differences(metric):
             marks += " ‡"
     if not cell.run.reportable:
         marks += " †"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from evalkit.core.errors import EvalkitError
+from evalkit.core.protocol import overrides_text
 
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -111,18 +112,6 @@ class RunInfo:
             self._scores = {str(line["id"]): dict(line.get("scores") or {})
                             for line in read_jsonl(self.path / SAMPLE_SCORES_FILE)}
         return self._scores
-
-
-def overrides_text(overrides: dict) -> str:
-    """``{"prompt_variant": "answer", "num_beams": 3}`` -> ``num_beams=3, prompt_variant=answer``."""
-    parts = []
-    for key in sorted(overrides):
-        if key == "prompt" and "prompt_variant" in overrides and overrides["prompt_variant"] != "custom":
-            continue  # the named variant says it
-        value = overrides[key]
-        text = json.dumps(value) if not isinstance(value, str) else repr(value) if key == "prompt" else value
-        parts.append(f"{key}={text}")
-    return ", ".join(parts)
 
 
 def read_jsonl(path: Path) -> Iterable[dict]:

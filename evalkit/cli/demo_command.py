@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Optional
+
+import typer
 
 from rich.console import Console
 from rich.table import Table
@@ -68,3 +72,23 @@ def print_demo(table: Table, records: list[dict], results_dir: Path) -> None:
     seconds = sum(r["runtime"]["wall_seconds"] for r in records)
     console.print(f"{len(records)} runs in {seconds:.0f} s · records under {results_dir}/ · "
                   "`evalkit report` for the leaderboard")
+
+
+def demo(
+    results: Path = typer.Option(Path("results"), "--results", help="results folder"),
+    batch_size: Optional[int] = typer.Option(None, help="samples per batch"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    chat: bool = typer.Option(False, "--chat", help="also run shapes-chat (multi-turn) with both generators"),
+    models_dir: Optional[Path] = typer.Option(None, "--models-dir",
+                                              help="use the blip2-tiny-* folders here instead of the bundled ones"),
+) -> None:
+    """Run the shapes tasks with the bundled tiny models (offline, CPU, about two minutes)."""
+    table, records = run_demo(results, batch_size, device, show_progress=not quiet and sys.stderr.isatty(), chat=chat,
+                              models_dir=models_dir)
+    print_demo(table, records, results)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `demo` to the evalkit app."""
+    app.command()(demo)

@@ -1,4 +1,6 @@
-"""The one exception type that reaches the user as a one-line message."""
+"""The exception types that reach the user as a one-line message, and the 'did you mean' hint they carry."""
+
+import difflib
 
 
 class EvalkitError(Exception):
@@ -13,3 +15,9 @@ class NotComparableError(EvalkitError):
     def __init__(self, message: str, differences: list[dict]):
         super().__init__(message)
         self.differences = differences
+
+
+def closest_names(name: str, candidates: list[str]) -> str:
+    """A 'did you mean' suffix for an error message, or ''."""
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
+    return f" (did you mean: {', '.join(close)}?)" if close else ""

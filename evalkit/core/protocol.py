@@ -16,6 +16,9 @@ from typing import Any, Mapping
 from evalkit.core.errors import EvalkitError
 
 
+QUESTION_PREPROCESSING = ("", "lavis-blip-question")  # see evalkit/data/lavis_text.py
+
+
 class _ProtocolFields:
     """What both protocol records do: JSON form, fingerprint, validated overrides."""
 
@@ -32,7 +35,8 @@ class _ProtocolFields:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = [key for key in overrides if key not in known]
         if unknown:
-            raise EvalkitError(f"unknown {self.label} protocol setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+            raise EvalkitError(f"unknown {self.label} protocol setting {unknown[0]!r}; "
+                               f"known: {', '.join(sorted(known))}")
         return dataclasses.replace(self, **overrides)
 
 
@@ -47,10 +51,16 @@ class GenerationProtocol(_ProtocolFields):
 
     label = "generation"
 
+    name: str = "default"  # the task's named protocol this one is (e.g. "paper", "lavis")
     prompt: str = ""
+    question_preprocess: str = ""  # "lavis-blip-question": LAVIS's blip_question before the prompt is filled
+    max_prompt_tokens: int = 0  # cut the tokenised prompt to this many tokens (LAVIS OPT VQA: 32); 0 = never
     num_beams: int = 1
     max_new_tokens: int = 30
     min_new_tokens: int = 0
+    # LAVIS's min_length: the shortest decoder sequence, counted as transformers 4.26 did. Decoder-only: BOS +
+    # prompt + answer tokens; encoder-decoder: the decoder start token + answer tokens. 0 = no such bound.
+    min_length: int = 0
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0
     image_size: int | None = None
@@ -62,6 +72,13 @@ class GenerationProtocol(_ProtocolFields):
     chat_turn: str = "Question: {question} Answer: {answer}."
     max_context_tokens: int = 512
 
+    def __post_init__(self) -> None:
+        if self.min_new_tokens > self.max_new_tokens:
+            raise EvalkitError(f"min_new_tokens {self.min_new_tokens} is more than max_new_tokens {self.max_new_tokens}")
+        if self.question_preprocess not in QUESTION_PREPROCESSING:
+            raise EvalkitError(f"unknown question_preprocess {self.question_preprocess!r} "
+                               f"(known: {', '.join(repr(q) for q in QUESTION_PREPROCESSING)})")
+
 
 @dataclass(frozen=True)
 class RetrievalProtocol(_ProtocolFields):
@@ -69,6 +86,7 @@ class RetrievalProtocol(_ProtocolFields):
 
     label = "retrieval"
 
+    name: str = "default"
     image_size: int | None = None
     dtype: str | None = None
     rerank_k: int = 128
@@ -81,3 +99,15 @@ def sha256_of(data: Any) -> str:
     """sha256 hex digest of the canonical JSON form of ``data``."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def overrides_text(overrides: dict) -> str:
+    """``{"prompt_variant": "answer", "num_beams": 3}`` -> ``num_beams=3, prompt_variant=answer``."""
+    parts = []
+    for key in sorted(overrides):
+        if key == "prompt" and "prompt_variant" in overrides and overrides["prompt_variant"] != "custom":
+            continue  # the named variant says it
+        value = overrides[key]
+        text = json.dumps(value) if not isinstance(value, str) else repr(value) if key == "prompt" else value
+        parts.append(f"{key}={text}")
+    return ", ".join(parts)

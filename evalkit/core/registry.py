@@ -9,8 +9,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from evalkit.core.errors import EvalkitError
-from evalkit.models.catalog import closest_names
+from evalkit.core.errors import EvalkitError, closest_names
 from evalkit.core.task_spec import TaskSpec
 
 ENTRY_POINT_GROUP = "evalkit.tasks"

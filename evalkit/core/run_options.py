@@ -22,6 +22,7 @@ class RunOptions:
     device: str = "auto"
     overrides: dict[str, Any] = field(default_factory=dict)
     prompt_variant: str | None = None
+    protocol_name: str | None = None  # a named protocol of the task (default: the task's default)
     vqa_metric: str = "official"
     results_dir: Path = Path("results")
     run_id: str | None = None

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evalkit.data.images import ImageSource
 from evalkit.core.samples import Sample
 
 
@@ -16,7 +15,7 @@ class SampleSet:
     """Samples in a fixed order plus what scoring needs (e.g. official VQA annotations)."""
 
     samples: list[Sample]
-    images: ImageSource
+    images: Any  # where the image keys resolve (evalkit.data.images.ImageSource)
     identity: dict[str, Any]  # format, source, split, file hashes, n_total
     annotations: Any = None  # task-specific ground truth for the scorer
 

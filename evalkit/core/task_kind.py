@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from evalkit.core.errors import EvalkitError
+
 if TYPE_CHECKING:  # only for annotations: core imports nothing above it
     from evalkit.core.run_options import RunOptions
     from evalkit.core.sample_set import SampleSet
     from evalkit.core.samples import Prediction
     from evalkit.core.scores import RunStats, ScoreResult
-    from evalkit.core.task_spec import TaskSpec
 
 # the unit a paired bootstrap resamples -> a function of the per-unit weights giving candidate - baseline
 DiffFunction = Callable[[Mapping[str, Any]], float]
@@ -28,7 +29,7 @@ DiffFunction = Callable[[Mapping[str, Any]], float]
 class RunJob:
     """What a kind needs to produce one run's predictions."""
 
-    task: TaskSpec
+    task: Any  # the TaskSpec being run
     model: Any  # evalkit.models.catalog.ModelEntry
     protocol: Any  # the task kind's protocol record
     sample_set: SampleSet
@@ -88,10 +89,8 @@ class TaskKind(ABC):
     shows_prompt: bool = False  # the gallery shows each sample's prompt (VQA: the question)
     breakdown_label: str = "category"  # what the report's breakdown chart splits by
 
-    def check_spec(self, spec: TaskSpec) -> None:
+    def check_spec(self, spec) -> None:
         """Refuse, when a task file is loaded, a spec this kind cannot run."""
-        from evalkit.core.errors import EvalkitError
-
         if not isinstance(spec.protocol, self.protocol_type):
             raise EvalkitError(f"task {spec.name}: a {self.name} task needs a {self.protocol_type.__name__}, "
                                f"got {type(spec.protocol).__name__}")
@@ -99,8 +98,9 @@ class TaskKind(ABC):
         if unknown:
             raise EvalkitError(f"task {spec.name}: model family {unknown[0]!r} is not one of {self.name}'s "
                                f"({', '.join(self.model_families)})")
-        for family in spec.families:
-            spec.protocol_for(family)  # every family's overrides must name real protocol fields
+        for name in spec.protocol_names:
+            for family in spec.families:
+                spec.protocol_for(family, name)  # every family's overrides must name real protocol fields
 
     @abstractmethod
     def run(self, job: RunJob) -> RunOutput:

@@ -17,9 +17,10 @@ DataLoader = Callable[[Any, str, "Path | None", Mapping[str, str]], Any]
 class TaskSpec:
     """A task: its kind, its data, its paper protocol, and the settings that differ per model family.
 
-    ``protocol`` is the base protocol; ``family_overrides`` maps a model family ("opt", "t5") to
-    the fields that differ for it. ``prompt_variants`` are named alternative prompts
-    (``--prompt-variant``). The spec is checked by its kind when it is built, so a mistyped kind
+    ``protocol`` is the base protocol, named by its ``name`` field (e.g. "paper"); ``family_overrides``
+    maps a model family ("opt", "t5") to the fields that differ for it. ``alternative_protocols``
+    names other protocols (``--protocol lavis``) as overrides on top of those, per family, with "*"
+    for every family. ``prompt_variants`` are named alternative prompts (``--prompt-variant``). The spec is checked by its kind when it is built, so a mistyped kind
     or protocol field fails when the task file loads, not after generation.
     """
 
@@ -32,6 +33,7 @@ class TaskSpec:
     default_split: str
     data_help: str
     family_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    alternative_protocols: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     default_data: str | None = None
     prompt_variants: Mapping[str, str] = field(default_factory=dict)
     columns: Mapping[str, str] = field(default_factory=dict)
@@ -51,12 +53,24 @@ class TaskSpec:
         """The model families this task has a protocol for."""
         return self.kind.model_families
 
-    def protocol_for(self, family: str):
-        """The default protocol for a model family; an error if the task does not support it."""
+    @property
+    def protocol_names(self) -> tuple[str, ...]:
+        """The default protocol's name, then the alternatives'."""
+        return (self.protocol.name, *self.alternative_protocols)
+
+    def protocol_for(self, family: str, name: str | None = None):
+        """The protocol (default, or the one called ``name``) for a model family; an error if there is none."""
         if family not in self.families:
             raise EvalkitError(f"task {self.name} has no protocol for {family} models "
                                f"(supported: {', '.join(self.families)})")
-        return self.protocol.with_overrides(self.family_overrides.get(family, {}))
+        protocol = self.protocol.with_overrides(self.family_overrides.get(family, {}))
+        if name is None or name == self.protocol.name:
+            return protocol
+        if name not in self.alternative_protocols:
+            raise EvalkitError(f"task {self.name} has no protocol named {name!r} "
+                               f"(protocols: {', '.join(self.protocol_names)})")
+        alternative = self.alternative_protocols[name]
+        return protocol.with_overrides({**alternative.get("*", {}), **alternative.get(family, {}), "name": name})
 
     def prompt_for_variant(self, variant: str) -> str:
         """The prompt template of a named variant."""

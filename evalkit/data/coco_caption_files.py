@@ -27,42 +27,15 @@ Images are scored in the order of the annotation file's ``images`` list, as the 
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
-from pathlib import Path
 from typing import Any, Mapping
 
 from evalkit.core.errors import EvalkitError
+from evalkit.data.json_files import is_int, read_json_file
 from evalkit.metrics.caption_metrics import CaptionScores, SpiceMode, score_captions
+from evalkit.metrics.id_preview import first_ids
 
 PathLike = str | os.PathLike[str]
-
-
-def _first(items: list[Any], k: int = 5) -> str:
-    shown = ", ".join(repr(x) for x in items[:k])
-    return shown + (", ..." if len(items) > k else "")
-
-
-def _read_json(path: PathLike, what: str) -> Any:
-    """Parse a (possibly .gz) JSON file; one-line EvalkitError naming the file on failure."""
-    p = Path(path)
-    if not p.is_file():
-        raise EvalkitError(f"{what} file not found: {p}")
-    try:
-        if p.name.endswith(".gz"):
-            with gzip.open(p, "rt", encoding="utf-8") as f:
-                return json.load(f)
-        with p.open(encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise EvalkitError(f"{what} file {p} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as exc:
-        raise EvalkitError(f"{what} file {p} cannot be read: {type(exc).__name__}: {exc}".replace("\n", " ")) from None
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _id_problem(value: Any) -> str:
@@ -80,7 +53,7 @@ def load_caption_annotations(path: PathLike) -> dict[int, list[str]]:
     Example: ``{"images": [{"id": 1}], "annotations": [{"image_id": 1, "caption": "A cat."}]}``
     -> ``{1: ["A cat."]}``.
     """
-    data = _read_json(path, "caption annotation")
+    data = read_json_file(path, "caption annotation")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise EvalkitError(
             f"caption annotation file {path} must be a JSON object with 'images' and 'annotations' lists "
@@ -89,7 +62,7 @@ def load_caption_annotations(path: PathLike) -> dict[int, list[str]]:
     for k, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image:
             raise EvalkitError(f"caption annotation file {path}: images[{k}] is not an object with an 'id'")
-        if not _is_int(image["id"]):
+        if not is_int(image["id"]):
             raise EvalkitError(f"caption annotation file {path}: images[{k}].id {_id_problem(image['id'])}")
         if image["id"] in refs:
             raise EvalkitError(f"caption annotation file {path}: images[{k}] repeats image id {image['id']}")
@@ -99,7 +72,7 @@ def load_caption_annotations(path: PathLike) -> dict[int, list[str]]:
         if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
             raise EvalkitError(
                 f"caption annotation file {path}: annotations[{k}] is not an object with 'image_id' and 'caption'")
-        if not _is_int(ann["image_id"]):
+        if not is_int(ann["image_id"]):
             raise EvalkitError(f"caption annotation file {path}: annotations[{k}].image_id {_id_problem(ann['image_id'])}")
         if not isinstance(ann["caption"], str):
             raise EvalkitError(f"caption annotation file {path}: annotations[{k}].caption is not a string")
@@ -111,11 +84,11 @@ def load_caption_annotations(path: PathLike) -> dict[int, list[str]]:
         ids = sorted(set(unknown))
         raise EvalkitError(
             f"caption annotation file {path}: {len(unknown)} caption(s) refer to {len(ids)} image id(s) "
-            f"missing from 'images' (first: {_first(ids)})")
+            f"missing from 'images' (first: {first_ids(ids)})")
     empty = [i for i, caps in refs.items() if not caps]
     if empty:
         raise EvalkitError(
-            f"caption annotation file {path}: {len(empty)} image(s) have no caption (first: {_first(empty)})")
+            f"caption annotation file {path}: {len(empty)} image(s) have no caption (first: {first_ids(empty)})")
     if not refs:
         raise EvalkitError(f"caption annotation file {path} has no images")
     return refs
@@ -127,7 +100,7 @@ def load_caption_predictions(path: PathLike) -> dict[int, str]:
     Format: ``[{"image_id": 1, "caption": "a cat"}, ...]``; other keys are ignored, an empty
     caption is valid (it scores 0). Duplicated image ids are an error (see module docstring).
     """
-    data = _read_json(path, "caption prediction")
+    data = read_json_file(path, "caption prediction")
     if not isinstance(data, list):
         raise EvalkitError(
             f"caption prediction file {path} must be a JSON list of {{\"image_id\": int, \"caption\": str}} objects")
@@ -141,7 +114,7 @@ def load_caption_predictions(path: PathLike) -> dict[int, str]:
             raise EvalkitError(
                 f"caption prediction file {path}: entry [{k}] is not an object with 'image_id' and 'caption'")
         image_id, caption = entry["image_id"], entry["caption"]
-        if not _is_int(image_id):
+        if not is_int(image_id):
             raise EvalkitError(f"caption prediction file {path}: entry [{k}] image_id {_id_problem(image_id)}")
         if not isinstance(caption, str):
             raise EvalkitError(
@@ -167,12 +140,12 @@ def select_scored_images(
     if unknown:
         raise EvalkitError(
             f"caption prediction file {predictions_path}: {len(unknown)} image_id(s) are not in the annotations "
-            f"(first: {_first(unknown)})")
+            f"(first: {first_ids(unknown)})")
     missing = [i for i in references if i not in predictions]
     if missing and not allow_subset:
         raise EvalkitError(
             f"caption prediction file {predictions_path}: {len(missing)} of {len(references)} annotated images "
-            f"have no prediction (first: {_first(missing)}); pass allow_subset=True to score only the predicted images")
+            f"have no prediction (first: {first_ids(missing)}); pass allow_subset=True to score only the predicted images")
     return {i: refs for i, refs in references.items() if i in predictions}
 
 

@@ -19,58 +19,15 @@ prediction (the official ``loadRes`` asserts the same set equality).
 
 from __future__ import annotations
 
-import gc
-import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from evalkit.core.errors import EvalkitError
+from evalkit.data.json_files import is_int, read_json_file
+from evalkit.metrics.id_preview import preview_ids
 from evalkit.metrics.vqa_accuracy import VQAScores, check_vqa_variant, score_vqa
 
 ANSWERS_PER_QUESTION = 10
-
-
-def _preview(ids: Sequence[Any], k: int = 5) -> str:
-    shown = ", ".join(str(i) for i in ids[:k])
-    return shown + (f", ... ({len(ids) - k} more)" if len(ids) > k else "")
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC: parsing ~2M answer dicts otherwise triggers it hundreds of
-    times and doubles the load time of a full VQAv2 annotation file."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _read_json(path: str | Path, what: str) -> Any:
-    """Parse a JSON file; any failure becomes one EvalkitError line naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise EvalkitError(f"{what} file not found: {path}")
-    if path.is_dir():
-        raise EvalkitError(f"{what} file {path} is a directory, expected a JSON file")
-    try:
-        with path.open("r", encoding="utf-8") as handle, _gc_paused():
-            return json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise EvalkitError(f"{what} file {path} is not valid JSON: {exc.msg} "
-                           f"(line {exc.lineno}, column {exc.colno})") from None
-    except UnicodeDecodeError:
-        raise EvalkitError(f"{what} file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise EvalkitError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
-
-
-def _is_int(value: Any) -> bool:
-    return type(value) is int  # not bool, not 1.0
 
 
 def _entries(data: Any, key: str, path: str | Path, what: str) -> list:
@@ -84,21 +41,21 @@ def _check_unique(ids: list[Any], path: str | Path, what: str) -> None:
         seen: set[Any] = set()
         dups = [i for i in ids if i in seen or seen.add(i)]
         raise EvalkitError(f"{what} file {path} has {len(dups)} duplicated question ids "
-                           f"({_preview(list(dict.fromkeys(dups)))})")
+                           f"({preview_ids(list(dict.fromkeys(dups)))})")
 
 
 def load_questions(path: str | Path) -> list[dict]:
     """Question entries of an official questions file, in file order."""
     what = "VQA questions"
-    questions = _entries(_read_json(path, what), "questions", path, what)
+    questions = _entries(read_json_file(path, what), "questions", path, what)
     for index, q in enumerate(questions):
         if not isinstance(q, dict):
             raise EvalkitError(f"{what} file {path}: entry {index} is not an object")
-        if not _is_int(q.get("question_id")):
+        if not is_int(q.get("question_id")):
             raise EvalkitError(f"{what} file {path}: entry {index} has no integer 'question_id'")
         if not isinstance(q.get("question"), str):
             raise EvalkitError(f"{what} file {path}: question {q['question_id']} has no string 'question'")
-        if not _is_int(q.get("image_id")):
+        if not is_int(q.get("image_id")):
             raise EvalkitError(f"{what} file {path}: question {q['question_id']} has no integer 'image_id'")
     _check_unique([q["question_id"] for q in questions], path, what)
     return questions
@@ -107,12 +64,12 @@ def load_questions(path: str | Path) -> list[dict]:
 def load_annotations(path: str | Path) -> list[dict]:
     """Annotation entries of an official annotations file, in file order."""
     what = "VQA annotations"
-    annotations = _entries(_read_json(path, what), "annotations", path, what)
+    annotations = _entries(read_json_file(path, what), "annotations", path, what)
     for index, ann in enumerate(annotations):
         if not isinstance(ann, dict):
             raise EvalkitError(f"{what} file {path}: entry {index} is not an object")
         qid = ann.get("question_id")
-        if not _is_int(qid):
+        if not is_int(qid):
             raise EvalkitError(f"{what} file {path}: entry {index} has no integer 'question_id'")
         for key in ("question_type", "answer_type"):
             # Documented rule: an annotation without a type (some trimmed official-format files omit them)
@@ -135,7 +92,7 @@ def load_annotations(path: str | Path) -> list[dict]:
 def load_predictions(path: str | Path) -> dict[int, str]:
     """Official result format ``[{"question_id": int, "answer": str}, ...]`` -> {id: answer}."""
     what = "VQA predictions"
-    data = _read_json(path, what)
+    data = read_json_file(path, what)
     if not isinstance(data, list):
         raise EvalkitError(f"{what} file {path} must be a JSON list of "
                            '{"question_id": int, "answer": str} objects (the official result format)')
@@ -145,7 +102,7 @@ def load_predictions(path: str | Path) -> dict[int, str]:
         if not isinstance(entry, dict):
             raise EvalkitError(f"{what} file {path}: entry {index} is not an object")
         qid = entry.get("question_id")
-        if not _is_int(qid):
+        if not is_int(qid):
             raise EvalkitError(f"{what} file {path}: entry {index} has a non-integer 'question_id' ({qid!r})")
         answer = entry.get("answer")
         if not isinstance(answer, str):
@@ -155,7 +112,7 @@ def load_predictions(path: str | Path) -> dict[int, str]:
         predictions[qid] = answer
     if duplicated:
         raise EvalkitError(f"{what} file {path} has {len(duplicated)} duplicated question ids "
-                           f"({_preview(list(dict.fromkeys(duplicated)))})")
+                           f"({preview_ids(list(dict.fromkeys(duplicated)))})")
     return predictions
 
 
@@ -173,18 +130,18 @@ def score_vqa_files(questions_path: str | Path, annotations_path: str | Path,
     if unannotated:
         raise EvalkitError(f"VQA annotations file {annotations_path} has no annotation for "
                            f"{len(unannotated)} of the {len(question_ids)} questions in "
-                           f"{questions_path} ({_preview(unannotated)})")
+                           f"{questions_path} ({preview_ids(unannotated)})")
     orphans = [a["question_id"] for a in annotations if a["question_id"] not in known]
     if orphans:
         raise EvalkitError(f"VQA annotations file {annotations_path} has {len(orphans)} annotations "
-                           f"whose question is not in {questions_path} ({_preview(orphans)})")
+                           f"whose question is not in {questions_path} ({preview_ids(orphans)})")
     unknown = [qid for qid in predictions if qid not in known]
     if unknown:
         raise EvalkitError(f"VQA predictions file {predictions_path} has {len(unknown)} question ids "
-                           f"that are not in {questions_path} ({_preview(unknown)})")
+                           f"that are not in {questions_path} ({preview_ids(unknown)})")
     unanswered = [qid for qid in question_ids if qid not in predictions]
     if unanswered:
         raise EvalkitError(f"VQA predictions file {predictions_path} has no prediction for "
                            f"{len(unanswered)} of the {len(question_ids)} questions "
-                           f"(first ids: {_preview(unanswered)})")
+                           f"(first ids: {preview_ids(unanswered)})")
     return score_vqa(annotations, predictions, variant)

@@ -93,7 +93,6 @@ _CELL_PHRASES = {
     "bottom left": "in the bottom left corner", "bottom": "at the bottom",
     "bottom right": "in the bottom right corner",
 }
-_NUM_WORDS = {1: "one", 2: "two", 3: "three"}
 
 
 @dataclass(frozen=True)

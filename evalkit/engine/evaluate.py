@@ -33,7 +33,7 @@ class RunOutcome:
 
 def resolve_protocol(task: TaskSpec, family: str, options: RunOptions):
     """The task's protocol for this family, with the prompt variant and CLI overrides applied."""
-    protocol = task.protocol_for(family)
+    protocol = task.protocol_for(family, options.protocol_name)
     overrides = dict(options.overrides)
     if options.prompt_variant:
         overrides.setdefault("prompt", task.prompt_for_variant(options.prompt_variant))

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.core.atomic_files import write_json_atomic
-from evalkit.models.loading import dtype_name
+from evalkit.models.generation_semantics import beam_length_normalisation
+from evalkit.models.image_preprocessing import PIPELINE as IMAGE_PIPELINE
+from evalkit.models.loading import component_dtypes, dtype_name
 from evalkit.engine.provenance import device_description, provenance
 
 SCHEMA_VERSION = 1
@@ -82,6 +84,9 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
             "samples_per_second": round(generated / gen_seconds, 3) if gen_seconds else None,
             "images_encoded": stats.images_encoded if stats else 0,
             "oom_retries": stats.oom_retries if stats else 0,
+            "precision": component_dtypes(checkpoint.model) if checkpoint else None,
+            "image_pipeline": IMAGE_PIPELINE,
+            "beam_length_normalisation": beam_length_normalisation(),
         },
         "journal_header": header,
         "provenance": provenance(),

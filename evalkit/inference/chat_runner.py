@@ -12,7 +12,8 @@ from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.samples import Prediction, Sample
 from evalkit.core.scores import RunStats
 from evalkit.data.images import ImageSource
-from evalkit.inference.generation_runner import Append, Progress, load_images, render_prompt
+from evalkit.data.lavis_text import preprocess_question
+from evalkit.inference.generation_runner import Append, Progress, finish_batch, load_images, render_prompt
 from evalkit.models.blip2_generation import Blip2Generator
 
 
@@ -23,8 +24,9 @@ def chat_prompt(protocol: GenerationProtocol, history: Sequence[tuple[str, str]]
     Oldest turns are dropped first until the prompt fits ``budget`` tokens; returns the prompt
     and how many earlier turns it keeps.
     """
-    current = render_prompt(protocol.prompt, question)
-    turns = [protocol.chat_turn.replace("{question}", q).replace("{answer}", a) for q, a in history]
+    current = render_prompt(protocol, question)
+    turns = [protocol.chat_turn.replace("{question}", preprocess_question(q, protocol.question_preprocess))
+             .replace("{answer}", a) for q, a in history]
     while True:
         prompt = " ".join(turns + [current])
         if not turns or count_tokens(prompt) <= budget:
@@ -75,9 +77,5 @@ def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: Image
                     predictions.append(Prediction(sample.id, prompt, answer, sample.references, image=key,
                                                   extra={**sample.meta_dict(), "turn": turn,
                                                          "history_turns": kept}))
-        stats.generation_seconds += time.perf_counter() - started
-        append(predictions)
-        stats.generated += len(predictions)
-        if progress:
-            progress(len(predictions))
+        finish_batch(predictions, started, stats, append, progress)
     return stats

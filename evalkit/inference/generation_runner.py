@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from evalkit.data.images import BadImageError, ImageSource
+from evalkit.data.lavis_text import preprocess_question
 from evalkit.core.errors import EvalkitError
 from evalkit.models.blip2_generation import Blip2Generator
 from evalkit.core.protocol import GenerationProtocol
@@ -21,9 +22,10 @@ Progress = Callable[[int], None]  # called with the number of samples just finis
 Append = Callable[[list[Prediction]], None]  # journals a finished batch durably
 
 
-def render_prompt(template: str, question: str) -> str:
-    """Fill ``{question}``; plain replace, so braces inside a question are kept as they are."""
-    return template.replace("{question}", question)
+def render_prompt(protocol: GenerationProtocol, question: str) -> str:
+    """The protocol's prompt with ``{question}`` filled by the question, preprocessed as the protocol says;
+    a plain replace, so braces inside a question are kept as they are."""
+    return protocol.prompt.replace("{question}", preprocess_question(question, protocol.question_preprocess))
 
 
 def order_by_image(samples: Sequence[Sample]) -> list[Sample]:
@@ -83,12 +85,18 @@ def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images
                                       skip_bad_images)
             started = time.perf_counter()
             predictions = _generate_batch(generator, batch, loaded, known_bad, cache, protocol, stats)
-            stats.generation_seconds += time.perf_counter() - started
-            append(predictions)
-            stats.generated += len(predictions)
-            if progress:
-                progress(len(predictions))
+            finish_batch(predictions, started, stats, append, progress)
     return stats
+
+
+def finish_batch(predictions: list[Prediction], started: float, stats: RunStats, append: Append,
+                 progress: Progress | None) -> None:
+    """Count a finished batch's time and answers, journal it, then advance the progress bar."""
+    stats.generation_seconds += time.perf_counter() - started
+    append(predictions)
+    stats.generated += len(predictions)
+    if progress:
+        progress(len(predictions))
 
 
 def _new_keys(batch: Sequence[Sample], cache: _ImageCache, previous: Sequence[Sample] = ()) -> list[str]:
@@ -103,7 +111,7 @@ def _new_keys(batch: Sequence[Sample], cache: _ImageCache, previous: Sequence[Sa
 def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], loaded: dict, bad: dict[str, str],
                     cache: _ImageCache, protocol: GenerationProtocol, stats: RunStats) -> list[Prediction]:
     good = [s for s in batch if s.image not in bad]
-    failed = [Prediction(s.id, render_prompt(protocol.prompt, s.question), "", s.references, "failed",
+    failed = [Prediction(s.id, render_prompt(protocol, s.question), "", s.references, "failed",
                          f"bad image: {bad[s.image]}", image=s.image) for s in batch if s.image in bad]
     stats.failed += len(failed)
     stats.failures += [p.error for p in failed]
@@ -116,7 +124,7 @@ def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], loaded: 
         for key, embed in zip(to_encode, embeds):
             cache.put(key, embed)
         stats.images_encoded += len(to_encode)
-    prompts = [render_prompt(protocol.prompt, s.question) for s in good]
+    prompts = [render_prompt(protocol, s.question) for s in good]
     queries = torch.stack([cache.get(s.image) for s in good])
     answers = _with_oom_retry(
         lambda part: generator.generate(queries[part[0]:part[-1] + 1], [prompts[i] for i in part], protocol),

@@ -11,6 +11,7 @@ from evalkit.core.protocol import RetrievalProtocol
 from evalkit.core.samples import Prediction
 from evalkit.core.scores import ScoreResult
 from evalkit.core.task_kind import PairedStatistics, RunJob, RunOutput, ScoreHistogram, TaskKind
+from evalkit.data.lavis_text import blip_caption
 from evalkit.kinds.paired_samples import aligned_ids, score_column
 from evalkit.metrics.bootstrap import ratio_diff
 
@@ -115,15 +116,13 @@ class RetrievalKind(TaskKind):
 
 def retrieval_texts(sample_set, protocol: RetrievalProtocol) -> tuple[list[str], list[int], list[list[int]]]:
     """All captions in order (cleaned as the protocol says), each text's image index, each image's text indices."""
-    from evalkit.models.blip2_retrieval import lavis_pre_caption
-
     texts, txt2img, img2txt = [], [], []
     for index, sample in enumerate(sample_set.samples):
         if not sample.references:
             raise EvalkitError(f"image {sample.id} has no captions")
         img2txt.append(list(range(len(texts), len(texts) + len(sample.references))))
         for caption in sample.references:
-            texts.append(lavis_pre_caption(caption) if protocol.text_preprocess == "lavis-blip-caption" else caption)
+            texts.append(blip_caption(caption) if protocol.text_preprocess == "lavis-blip-caption" else caption)
             txt2img.append(index)
     return texts, txt2img, img2txt
 

@@ -169,6 +169,43 @@ def _ngrams(sentence: str, n: int = 4) -> dict[tuple[str, ...], int]:
     return counts
 
 
+def _indexed_ngrams(vocab: dict[tuple[str, ...], int], sentence: str, n: int) -> dict[int, int]:
+    """1..n-gram counts of ``sentence`` keyed by their ``vocab`` index (new n-grams are added)."""
+    return {vocab.setdefault(gram, len(vocab)): c for gram, c in _ngrams(sentence, n).items()}
+
+
+def _cider_length(sentence: str) -> int:
+    """The length ``CiderScorer`` uses in its Gaussian penalty: the number of bigrams."""
+    return sum(c for g, c in _ngrams(sentence, 2).items() if len(g) == 2)
+
+
+def _squared_counts_coo(counts_per_row: Sequence[Mapping[int, int]]) -> tuple[np.ndarray, ...]:
+    """Per-row ``{n-gram: count}`` as COO arrays ``(row, n-gram, count ** 2)``."""
+    rows, grams, squares = [], [], []
+    for r, counts in enumerate(counts_per_row):
+        for g, c in counts.items():
+            rows.append(r)
+            grams.append(g)
+            squares.append(float(c) ** 2)
+    return (np.asarray(rows, dtype=np.int64), np.asarray(grams, dtype=np.int64),
+            np.asarray(squares, dtype=np.float64))
+
+
+def _clipped_products_coo(hyp_counts: Sequence[Mapping[int, int]], ref_counts: Sequence[Mapping[int, int]],
+                          ref_img: Sequence[int]) -> tuple[np.ndarray, ...]:
+    """Per reference row ``r``: ``min(hyp, ref) * ref`` of every shared n-gram, as COO arrays."""
+    m_row, m_gram, m_val = [], [], []
+    for r, counts in enumerate(ref_counts):
+        for g, h in hyp_counts[ref_img[r]].items():
+            c = counts.get(g)
+            if c:
+                m_row.append(r)
+                m_gram.append(g)
+                m_val.append(float(min(h, c) * c))
+    return (np.asarray(m_row, dtype=np.int64), np.asarray(m_gram, dtype=np.int64),
+            np.asarray(m_val, dtype=np.float64))
+
+
 class CiderCorpus:
     """Corpus CIDEr of any resample of a fixed image set, for one or more prediction sets, fast.
 
@@ -184,15 +221,18 @@ class CiderCorpus:
 
     def __init__(self, image_ids: Sequence, tok_refs: Mapping, predictions: Mapping[str, Mapping]):
         self.image_ids = list(image_ids)
-        vocab: dict[tuple[str, ...], int] = {}
+        vocab: dict[tuple[str, ...], int] = {}  # n-gram -> column; references first, then each prediction set
+        ref_counts = self._index_references(tok_refs, vocab)
+        self.r_row, self.r_gram, self.r_val = _squared_counts_coo(ref_counts)
+        self.preds = {name: self._index_predictions(tok_preds, ref_counts, vocab)
+                      for name, tok_preds in predictions.items()}
+        self.vocab_size = len(vocab)
+        self.gram_order = np.zeros(self.vocab_size, dtype=np.int64)
+        for gram, g in vocab.items():
+            self.gram_order[g] = len(gram) - 1
 
-        def index(gram):
-            got = vocab.get(gram)
-            if got is None:
-                got = vocab[gram] = len(vocab)
-            return got
-
-        # references: document n-grams per image, and the rows (image, ref) of ref n-gram counts
+    def _index_references(self, tok_refs: Mapping, vocab: dict[tuple[str, ...], int]) -> list[dict[int, int]]:
+        """Set the document n-grams per image and the (image, reference) rows; return each row's counts."""
         doc_img, doc_gram = [], []
         ref_counts: list[dict[int, int]] = []
         ref_img, ref_len = [], []
@@ -204,11 +244,11 @@ class CiderCorpus:
             self.n_refs[i] = len(refs)
             seen = set()
             for ref in refs:
-                counts = {index(g): c for g, c in _ngrams(ref, self.N).items()}
+                counts = _indexed_ngrams(vocab, ref, self.N)
                 seen.update(counts)
                 ref_counts.append(counts)
                 ref_img.append(i)
-                ref_len.append(sum(c for g, c in _ngrams(ref, 2).items() if len(g) == 2))
+                ref_len.append(_cider_length(ref))
             doc_img.extend([i] * len(seen))
             doc_gram.extend(seen)
         self.doc_img = np.asarray(doc_img, dtype=np.int64)
@@ -216,49 +256,18 @@ class CiderCorpus:
         self.ref_img = np.asarray(ref_img, dtype=np.int64)
         self.ref_len = np.asarray(ref_len, dtype=np.float64)
         self.n_ref_rows = len(ref_counts)
-        # per reference row: its n-grams and counts (COO), for the reference norms
-        rows, grams, values = [], [], []
-        for r, counts in enumerate(ref_counts):
-            for g, c in counts.items():
-                rows.append(r)
-                grams.append(g)
-                values.append(c)
-        # predictions: n-gram counts per image, and per (image, ref) the clipped products
-        self.preds = {}
-        for name, tok_preds in predictions.items():
-            hyp_counts = [{index(g): c for g, c in _ngrams(tok_preds[image_id], self.N).items()}
-                          for image_id in self.image_ids]
-            h_img, h_gram, h_val = [], [], []
-            for i, counts in enumerate(hyp_counts):
-                for g, c in counts.items():
-                    h_img.append(i)
-                    h_gram.append(g)
-                    h_val.append(float(c) ** 2)
-            m_row, m_gram, m_val = [], [], []
-            for r, counts in enumerate(ref_counts):
-                hyp = hyp_counts[ref_img[r]]
-                for g, h in hyp.items():
-                    c = counts.get(g)
-                    if c:
-                        m_row.append(r)
-                        m_gram.append(g)
-                        m_val.append(float(min(h, c) * c))
-            hyp_len = np.asarray([sum(c for g, c in _ngrams(tok_preds[image_id], 2).items() if len(g) == 2)
-                                  for image_id in self.image_ids], dtype=np.float64)
-            delta = hyp_len[self.ref_img] - self.ref_len
-            self.preds[name] = {
-                "h_img": np.asarray(h_img, dtype=np.int64), "h_gram": np.asarray(h_gram, dtype=np.int64),
-                "h_val": np.asarray(h_val, dtype=np.float64), "m_row": np.asarray(m_row, dtype=np.int64),
-                "m_gram": np.asarray(m_gram, dtype=np.int64), "m_val": np.asarray(m_val, dtype=np.float64),
-                "penalty": np.exp(-(delta ** 2) / (2 * self.SIGMA ** 2)),
-            }
-        self.vocab_size = len(vocab)
-        self.gram_order = np.zeros(self.vocab_size, dtype=np.int64)
-        for gram, g in vocab.items():
-            self.gram_order[g] = len(gram) - 1
-        self.r_row = np.asarray(rows, dtype=np.int64)
-        self.r_gram = np.asarray(grams, dtype=np.int64)
-        self.r_val = np.asarray(values, dtype=np.float64) ** 2
+        return ref_counts
+
+    def _index_predictions(self, tok_preds: Mapping, ref_counts: list[dict[int, int]],
+                           vocab: dict[tuple[str, ...], int]) -> dict[str, np.ndarray]:
+        """One prediction set's n-gram counts per image, clipped products per reference row, length penalty."""
+        hyp_counts = [_indexed_ngrams(vocab, tok_preds[image_id], self.N) for image_id in self.image_ids]
+        h_img, h_gram, h_val = _squared_counts_coo(hyp_counts)
+        m_row, m_gram, m_val = _clipped_products_coo(hyp_counts, ref_counts, self.ref_img.tolist())
+        hyp_len = np.asarray([_cider_length(tok_preds[image_id]) for image_id in self.image_ids], dtype=np.float64)
+        delta = hyp_len[self.ref_img] - self.ref_len
+        return {"h_img": h_img, "h_gram": h_gram, "h_val": h_val, "m_row": m_row, "m_gram": m_gram, "m_val": m_val,
+                "penalty": np.exp(-(delta ** 2) / (2 * self.SIGMA ** 2))}
 
     def _by_order(self, rows: np.ndarray, grams: np.ndarray, values: np.ndarray, w2: np.ndarray, n_rows: int):
         """sum over n-grams of ``values * w2`` per (row, n-gram order) -> array (n_rows, N)."""

@@ -51,7 +51,8 @@ import tempfile
 import threading
 import time
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, Union
@@ -67,6 +68,7 @@ from pycocoevalcap.spice.spice import Spice
 from pycocoevalcap.tokenizer import ptbtokenizer as _ptb
 
 from evalkit.core.errors import EvalkitError
+from evalkit.metrics.id_preview import first_ids
 
 ImageId = Union[int, str]
 SpiceMode = Literal["auto", "on", "off"]
@@ -237,11 +239,6 @@ def _run_java(cmd: list[str], *, stage: str, cwd: str | Path, env: dict[str, str
 # --------------------------------------------------------------------------------------------
 
 
-def _first(items: Sequence[object], k: int = 5) -> str:
-    shown = ", ".join(repr(x) for x in list(items)[:k])
-    return shown + (", ..." if len(items) > k else "")
-
-
 def _check_inputs(references: Mapping[ImageId, Sequence[str]], predictions: Mapping[ImageId, str]) -> list[ImageId]:
     """Validate ``references``/``predictions``; return the image ids in ``references`` order."""
     if not references:
@@ -252,10 +249,10 @@ def _check_inputs(references: Mapping[ImageId, Sequence[str]], predictions: Mapp
         raise EvalkitError("image ids must be all int or all str")
     missing = [i for i in ids if i not in predictions]
     if missing:
-        raise EvalkitError(f"{len(missing)} image(s) have references but no prediction (first: {_first(missing)})")
+        raise EvalkitError(f"{len(missing)} image(s) have references but no prediction (first: {first_ids(missing)})")
     extra = [i for i in predictions if i not in references]
     if extra:
-        raise EvalkitError(f"{len(extra)} predicted image(s) have no references (first: {_first(extra)})")
+        raise EvalkitError(f"{len(extra)} predicted image(s) have no references (first: {first_ids(extra)})")
     for i in ids:
         refs = references[i]
         if isinstance(refs, str) or not isinstance(refs, Sequence) or len(refs) == 0:
@@ -518,6 +515,58 @@ _SPICE_PATCH_LOCK = threading.Lock()
 # --------------------------------------------------------------------------------------------
 
 
+class _ScoreSheet:
+    """Scores of one evaluation, 0-100, filled in metric by metric, and the time each step took."""
+
+    def __init__(self, ids: list[ImageId]) -> None:
+        self.ids = ids
+        self.corpus: dict[str, float] = {}
+        self.per_image: dict[ImageId, dict[str, float]] = {i: {} for i in ids}
+        self.timings: dict[str, float] = {}
+
+    def record(self, metric: str, score: float, scores: Sequence[float]) -> None:
+        """Store an official corpus score and per-image scores (0-1) as 0-100."""
+        self.corpus[metric] = 100.0 * float(score)
+        for i, s in zip(self.ids, scores):
+            self.per_image[i][metric] = 100.0 * float(s)
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Record the wall-clock seconds of the ``with`` block under ``step`` (not when it raises)."""
+        t = time.perf_counter()
+        yield
+        self.timings[step] = time.perf_counter() - t
+
+    def result(self, skipped: dict[str, str]) -> CaptionScores:
+        corpus = {name: self.corpus[name] for name in OFFICIAL_KEYS if name in self.corpus}  # official order
+        return CaptionScores(corpus=corpus, per_image=self.per_image, skipped=skipped, n_images=len(self.ids),
+                             timings_s=self.timings)
+
+
+def _spice_skipped(spice: SpiceMode, java: str) -> dict[str, str]:
+    """``{}`` when SPICE will run, else ``{"SPICE": why not}``; raises when ``spice="on"`` cannot run."""
+    if spice == "off":
+        return {"SPICE": "disabled (spice='off')"}
+    reason = spice_unavailable_reason(java)
+    if reason is None:
+        return {}
+    if spice == "on":
+        raise EvalkitError(f"SPICE cannot run: {reason}")
+    return {"SPICE": reason}
+
+
+def _score_bleu_rouge_cider(sheet: _ScoreSheet, gts: dict[ImageId, list[str]], res: dict[ImageId, list[str]]) -> None:
+    """The in-process scorers: pycocoevalcap's ``Bleu(4)``, ``Rouge()`` and ``Cider()``."""
+    with sheet.timed("BLEU"):
+        bleu, bleu_per_image = Bleu(4).compute_score(gts, res, verbose=0)
+        for k in range(4):
+            sheet.record(f"BLEU-{k + 1}", bleu[k], bleu_per_image[k])
+    with sheet.timed("ROUGE-L"):
+        sheet.record("ROUGE-L", *Rouge().compute_score(gts, res))
+    with sheet.timed("CIDEr"):
+        sheet.record("CIDEr", *Cider().compute_score(gts, res))
+
+
 def score_captions(
     references: Mapping[ImageId, Sequence[str]],
     predictions: Mapping[ImageId, str],
@@ -551,65 +600,23 @@ def score_captions(
     ids = _check_inputs(references, predictions)
     n = len(ids)
     java = require_java()
-
-    skipped: dict[str, str] = {}
-    run_spice = False
-    if spice == "off":
-        skipped["SPICE"] = "disabled (spice='off')"
-    else:
-        reason = spice_unavailable_reason(java)
-        if reason is None:
-            run_spice = True
-        elif spice == "on":
-            raise EvalkitError(f"SPICE cannot run: {reason}")
-        else:
-            skipped["SPICE"] = reason
-
-    corpus: dict[str, float] = {}
-    per_image: dict[ImageId, dict[str, float]] = {i: {} for i in ids}
-    timings: dict[str, float] = {}
-
-    def record(metric: str, score: float, scores: Sequence[float]) -> None:
-        corpus[metric] = 100.0 * float(score)
-        for i, s in zip(ids, scores):
-            per_image[i][metric] = 100.0 * float(s)
-
+    skipped = _spice_skipped(spice, java)
+    sheet = _ScoreSheet(ids)
     # Start the METEOR JVM first: loading its paraphrase table (~10 s of CPU) overlaps with
     # tokenisation, BLEU, ROUGE-L and CIDEr, and METEOR is scored last.
     meteor = _GuardedMeteor(java)
     try:
-        t = time.perf_counter()
-        tok_refs, tok_preds = _tokenize_ordered(
-            java, ids, references, predictions, _stage_timeout(timeout_s, "tokenizer", n))
-        timings["tokenize"] = time.perf_counter() - t
-        gts = tok_refs
+        with sheet.timed("tokenize"):
+            gts, tok_preds = _tokenize_ordered(
+                java, ids, references, predictions, _stage_timeout(timeout_s, "tokenizer", n))
         res = {i: [tok_preds[i]] for i in ids}
-
-        t = time.perf_counter()
-        bleu, bleu_per_image = Bleu(4).compute_score(gts, res, verbose=0)
-        for k in range(4):
-            record(f"BLEU-{k + 1}", bleu[k], bleu_per_image[k])
-        timings["BLEU"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        record("ROUGE-L", *Rouge().compute_score(gts, res))
-        timings["ROUGE-L"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        record("CIDEr", *Cider().compute_score(gts, res))
-        timings["CIDEr"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        record("METEOR", *_meteor_scores(meteor, gts, res, _stage_timeout(timeout_s, "METEOR", n)))
-        timings["METEOR"] = time.perf_counter() - t
+        _score_bleu_rouge_cider(sheet, gts, res)
+        with sheet.timed("METEOR"):
+            sheet.record("METEOR", *_meteor_scores(meteor, gts, res, _stage_timeout(timeout_s, "METEOR", n)))
     finally:
         meteor.close()
-
-    if run_spice:
-        t = time.perf_counter()
-        record("SPICE", *_spice_scores(java, gts, res, _stage_timeout(timeout_s, "SPICE", n)))
-        timings["SPICE"] = time.perf_counter() - t
-
-    timings["total"] = time.perf_counter() - start
-    corpus = {name: corpus[name] for name in OFFICIAL_KEYS if name in corpus}  # official order
-    return CaptionScores(corpus=corpus, per_image=per_image, skipped=skipped, n_images=n, timings_s=timings)
+    if "SPICE" not in skipped:
+        with sheet.timed("SPICE"):
+            sheet.record("SPICE", *_spice_scores(java, gts, res, _stage_timeout(timeout_s, "SPICE", n)))
+    sheet.timings["total"] = time.perf_counter() - start
+    return sheet.result(skipped)

@@ -56,13 +56,17 @@ class QueryRanks(NamedTuple):
     img_ranks: np.ndarray
 
 
-def _as_score_matrix(name: str, scores: Any) -> np.ndarray:
-    if hasattr(scores, "detach") and hasattr(scores, "cpu"):  # a torch tensor
-        scores = scores.detach().cpu().numpy()
+def _as_array(name: str, values: Any, what: str) -> np.ndarray:
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor
+        values = values.detach().cpu().numpy()
     try:
-        arr = np.asarray(scores)
+        return np.asarray(values)
     except (TypeError, ValueError) as exc:
-        raise EvalkitError(f"{name} is not an array of scores: {exc}") from exc
+        raise EvalkitError(f"{name} is not {what}: {exc}") from exc
+
+
+def _as_score_matrix(name: str, scores: Any) -> np.ndarray:
+    arr = _as_array(name, scores, "an array of scores")
     if arr.ndim != 2:
         raise EvalkitError(f"{name} must be a 2-D score matrix, got shape {arr.shape}")
     if arr.dtype.kind not in "fiu":
@@ -73,12 +77,7 @@ def _as_score_matrix(name: str, scores: Any) -> np.ndarray:
 
 
 def _as_index_vector(name: str, values: Any) -> np.ndarray:
-    if hasattr(values, "detach") and hasattr(values, "cpu"):
-        values = values.detach().cpu().numpy()
-    try:
-        arr = np.asarray(values)
-    except (TypeError, ValueError) as exc:
-        raise EvalkitError(f"{name} is not a list of integer indices: {exc}") from exc
+    arr = _as_array(name, values, "a list of integer indices")
     if arr.size == 0:
         arr = arr.astype(np.int64)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
@@ -115,6 +114,11 @@ def _validate(
         raise EvalkitError(
             f"text {j} maps to image {int(t2img[j])}, outside 0..{n_img - 1}"
         )
+    return i2t, t2i, _caption_lists(img2txt, t2img, n_txt), t2img
+
+
+def _caption_lists(img2txt: Sequence[Iterable[int]], t2img: np.ndarray, n_txt: int) -> list[np.ndarray]:
+    """``img2txt`` as index arrays, checked against ``txt2img``: every text is listed by its own image."""
     caps: list[np.ndarray] = []
     listed = np.zeros(n_txt, dtype=bool)
     for i, entry in enumerate(img2txt):
@@ -147,7 +151,7 @@ def _validate(
             f"img2txt and txt2img disagree: text {j} belongs to image {int(t2img[j])} "
             "but is not among its captions"
         )
-    return i2t, t2i, caps, t2img
+    return caps
 
 
 def _ranks_of_targets(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:

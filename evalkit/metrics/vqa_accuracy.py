@@ -73,6 +73,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from evalkit.core.errors import EvalkitError
+from evalkit.metrics.id_preview import preview_ids
 
 VQA_METRIC_VARIANTS = ("official", "lavis", "lmms")
 
@@ -385,11 +386,6 @@ def _has_distinct_answer_ids(answer_dicts: Sequence[Mapping[str, Any]]) -> bool:
         return False
 
 
-def _preview(ids: Sequence[Any], k: int = 5) -> str:
-    shown = ", ".join(str(i) for i in ids[:k])
-    return shown + (f", ... ({len(ids) - k} more)" if len(ids) > k else "")
-
-
 def _answer_texts(ann: Any, index: int) -> list[str]:
     """The annotation's answer strings, after checking its shape."""
     if type(ann) is not dict and not isinstance(ann, Mapping):
@@ -406,6 +402,16 @@ def _answer_texts(ann: Any, index: int) -> list[str]:
         raise EvalkitError(f"VQA annotation for question {ann['question_id']}: 'answers' must be "
                            "a non-empty list of objects with a string 'answer'")
     return texts
+
+
+def _check_one_prediction_each(missing: list[Any], n_questions: int, extra: list[Any]) -> None:
+    """Raise unless every annotated question has a prediction and every prediction a question."""
+    if missing:
+        raise EvalkitError(f"no VQA prediction for {len(missing)} of {n_questions} questions "
+                           f"(question ids {preview_ids(missing)})")
+    if extra:
+        raise EvalkitError(f"{len(extra)} VQA predictions have question ids not in the annotations "
+                           f"({preview_ids(extra)})")
 
 
 def score_vqa(annotations: list[dict], predictions: dict[int, str], variant: str = "official") -> VQAScores:
@@ -454,13 +460,7 @@ def score_vqa(annotations: list[dict], predictions: dict[int, str], variant: str
         per_question[qid] = 100 * acc
         by_question_type.setdefault(ann["question_type"], []).append(acc)
         by_answer_type.setdefault(ann["answer_type"], []).append(acc)
-    if missing:
-        raise EvalkitError(f"no VQA prediction for {len(missing)} of {len(annotations)} questions "
-                           f"(question ids {_preview(missing)})")
-    extra = [qid for qid in predictions if qid not in seen]
-    if extra:
-        raise EvalkitError(f"{len(extra)} VQA predictions have question ids not in the annotations "
-                           f"({_preview(extra)})")
+    _check_one_prediction_each(missing, len(annotations), [qid for qid in predictions if qid not in seen])
     return VQAScores(
         overall=_aggregate(variant, accs),
         per_answer_type={t: _aggregate(variant, v) for t, v in by_answer_type.items()},

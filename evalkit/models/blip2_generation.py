@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from evalkit.models.image_preprocessing import ImagePreprocessor
 from evalkit.models.loading import LoadedCheckpoint
+from evalkit.core.errors import EvalkitError
 from evalkit.core.protocol import GenerationProtocol
 
 
@@ -44,7 +45,7 @@ class Blip2Generator:
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Vision tower + Q-Former + projection: [n, num_query_tokens, lm_hidden]."""
-        pixel_values = pixel_values.to(self.device, self.dtype)
+        pixel_values = pixel_values.to(self.device, self.model.vision_model.embeddings.patch_embedding.weight.dtype)
         vision = self.model.vision_model(pixel_values, interpolate_pos_encoding=self.interpolate, return_dict=True)
         image_embeds = vision.last_hidden_state
         mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
@@ -52,9 +53,8 @@ class Blip2Generator:
         query_output = self.model.qformer(
             query_embeds=queries, encoder_hidden_states=image_embeds, encoder_attention_mask=mask, return_dict=True
         ).last_hidden_state
-        if query_output.dtype != image_embeds.dtype:  # the Q-Former is kept in fp32
-            query_output = query_output.to(image_embeds.dtype)
-        return self.model.language_projection(query_output)
+        # each component in its own precision: ViT (fp16 on GPU), Q-Former (fp32), projection + LM (fp16 / bf16)
+        return self.model.language_projection(query_output.to(self.model.language_projection.weight.dtype))
 
     # -- text side --------------------------------------------------------------------------
     def prompt_token_count(self, prompt: str) -> int:
@@ -64,7 +64,8 @@ class Blip2Generator:
     @torch.inference_mode()
     def generate(self, query_embeds: torch.Tensor, prompts: Sequence[str], protocol: GenerationProtocol) -> list[str]:
         """Answers for each (image query embeddings, prompt) pair, decoded and stripped."""
-        encoded = self.tokenizer(list(prompts), padding=True, return_tensors="pt")
+        truncation = {"truncation": True, "max_length": protocol.max_prompt_tokens} if protocol.max_prompt_tokens else {}
+        encoded = self.tokenizer(list(prompts), padding=True, return_tensors="pt", **truncation)
         batch = len(prompts)
         image_ids = torch.full((batch, self.num_query_tokens), self.image_token_id, dtype=torch.long)
         input_ids = torch.cat([image_ids, encoded["input_ids"]], dim=1).to(self.device)
@@ -75,11 +76,29 @@ class Blip2Generator:
         inputs = {"inputs_embeds": embeddings, "attention_mask": attention_mask}
         if self.decoder_only:
             inputs["input_ids"] = input_ids
-        output = self.model.language_model.generate(**inputs, **self.generation_kwargs(protocol))
+        kwargs = self.generation_kwargs(protocol)
+        kwargs["min_new_tokens"] = self.min_new_tokens(protocol, encoded["attention_mask"].sum(dim=1).tolist())
+        output = self.model.language_model.generate(**inputs, **kwargs)
         if self.decoder_only:  # decoder-only models return image tokens + prompt + answer
             output = output[:, input_ids.shape[1]:]
         texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
         return [clean_answer(text, protocol.stop_at_newline) for text in texts]
+
+    def min_new_tokens(self, protocol: GenerationProtocol, prompt_lengths: list[int]) -> int:
+        """The protocol's minimum as new tokens: ``min_new_tokens``, or more where LAVIS's ``min_length`` asks.
+
+        transformers 4.26 (LAVIS) counted ``min_length`` over the decoder's input: BOS + prompt + answer for
+        OPT (so LAVIS's 8 with "a photo of" means 4 new tokens), the decoder start token + answer for T5.
+        """
+        if not protocol.min_length:
+            return protocol.min_new_tokens
+        already = prompt_lengths if self.decoder_only else [1] * len(prompt_lengths)
+        needed = {max(protocol.min_new_tokens, protocol.min_length - n) for n in already}
+        if len(needed) > 1:
+            raise EvalkitError(f"min_length {protocol.min_length} with prompts of different token lengths in one "
+                               "batch would need a different minimum per prompt; set --min-length 0 and use "
+                               "--min-new-tokens")
+        return needed.pop()
 
     def generation_kwargs(self, protocol: GenerationProtocol) -> dict:
         """Decoding settings for `generate`: max/min *new* tokens, never max_length."""

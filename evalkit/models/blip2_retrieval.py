@@ -8,24 +8,12 @@ averaged over the queries (LAVIS compute_itm), positive-class logit.
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from evalkit.models.image_preprocessing import ImagePreprocessor
 from evalkit.models.loading import LoadedCheckpoint
-
-
-def lavis_pre_caption(caption: str, max_words: int = 50) -> str:
-    """LAVIS BlipCaptionProcessor's text cleaning: lowercase, drop .!"()*#:;~, squeeze spaces, cut words.
-
-    Written here because LAVIS is not installable beside current transformers; 6 lines of rules.
-    """
-    caption = re.sub(r"([.!\"()*#:;~])", " ", caption.lower())
-    caption = re.sub(r"\s{2,}", " ", caption).rstrip("\n").strip(" ")
-    words = caption.split(" ")
-    return " ".join(words[:max_words]) if len(words) > max_words else caption
 
 
 class Blip2Retriever:
@@ -44,7 +32,7 @@ class Blip2Retriever:
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(vision embeddings for ITM [n, patches, d_vision], normalised ITC query features [n, q, d])."""
-        pixel_values = pixel_values.to(self.device, self.dtype)
+        pixel_values = pixel_values.to(self.device, self.model.vision_model.embeddings.patch_embedding.weight.dtype)
         image_embeds = self.model.vision_model(pixel_values, interpolate_pos_encoding=self.interpolate,
                                                return_dict=True).last_hidden_state
         mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.core.errors import EvalkitError
+from evalkit.core.errors import EvalkitError, closest_names
 from evalkit.demo.bundled import MODELS_DIR as DEMO_MODELS_DIR
 
 
-# dtype per family on a GPU: OPT was trained and evaluated in fp16; T5 overflows in fp16,
-# so Flan-T5 runs in bf16 (LAVIS and the HF model cards do the same). CPU is always fp32.
-GPU_DTYPE_BY_FAMILY = {"opt": "float16", "t5": "bfloat16", "itm": "float16"}
+# Precision per component on a GPU, as LAVIS evaluated (baad2d7; docs/PROTOCOL_PARITY.md): the language model
+# in fp16 (OPT) or bf16 (Flan-T5 overflows in fp16), the ViT in fp16 (LAVIS runs it under fp16 autocast for
+# both), the Q-Former in fp32 (transformers keeps it so); retrieval entirely in fp32 (no autocast in LAVIS's
+# retrieval path). CPU runs are fp32 throughout. --dtype makes every component that dtype (a recorded override).
+GPU_DTYPE_BY_FAMILY = {"opt": "float16", "t5": "bfloat16", "itm": "float32"}
+GPU_VISION_DTYPE_BY_FAMILY = {"opt": "float16", "t5": "float16", "itm": "float32"}
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,6 @@ MODELS: dict[str, ModelEntry] = {
 def safe_name(name: str) -> str:
     """A model name (or hub id) usable as one folder name: ``Salesforce/blip2-opt-2.7b`` -> ``Salesforce--blip2-opt-2.7b``."""
     return name.replace("/", "--").replace("\\", "--")
-
-
-def closest_names(name: str, candidates: list[str]) -> str:
-    """A 'did you mean' suffix for an error message, or ''."""
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
-    return f" (did you mean: {', '.join(close)}?)" if close else ""
 
 
 def family_from_config(config: dict) -> str:

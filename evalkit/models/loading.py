@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from evalkit.core.errors import EvalkitError
-from evalkit.models.catalog import GPU_DTYPE_BY_FAMILY, ModelEntry
+from evalkit.core.sample_set import file_sha256
+from evalkit.models.catalog import GPU_DTYPE_BY_FAMILY, GPU_VISION_DTYPE_BY_FAMILY, ModelEntry
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -60,6 +61,36 @@ def pick_dtype(family: str, device: torch.device, requested: str | None) -> torc
     return DTYPES[GPU_DTYPE_BY_FAMILY[family]]
 
 
+def pick_vision_dtype(family: str, device: torch.device, requested: str | None) -> torch.dtype:
+    """The vision tower's dtype: the requested one, else fp32 on CPU and the family's GPU vision dtype."""
+    if requested or device.type == "cpu":
+        return pick_dtype(family, device, requested)
+    return DTYPES[GPU_VISION_DTYPE_BY_FAMILY[family]]
+
+
+def set_component_precision(model: torch.nn.Module, family: str, device: torch.device, requested: str | None) -> None:
+    """The ViT in its dtype (see GPU_VISION_DTYPE_BY_FAMILY) and the Q-Former with its query tokens in fp32, as
+    LAVIS; a requested dtype (``--dtype``) puts every component in it. The language model keeps the load dtype."""
+    model.vision_model.to(pick_vision_dtype(family, device, requested))
+    qformer_dtype = DTYPES[requested] if requested else torch.float32
+    model.qformer.to(qformer_dtype)
+    model.query_tokens.data = model.query_tokens.data.to(qformer_dtype)
+
+
+def component_dtypes(model: torch.nn.Module) -> dict[str, str]:
+    """The dtype each BLIP-2 component's weights hold (recorded in run.json)."""
+    parts = {"vision": "vision_model", "qformer": "qformer", "language_model": "language_model",
+             "projection": "language_projection", "vision_projection": "vision_projection",
+             "text_projection": "text_projection"}
+    found = {}
+    for label, attribute in parts.items():
+        module = getattr(model, attribute, None)
+        parameter = next(module.parameters(), None) if module is not None else None
+        if parameter is not None:
+            found[label] = dtype_name(parameter.dtype)
+    return found
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """torch.float16 -> 'float16'."""
     return str(dtype).replace("torch.", "")
@@ -96,19 +127,11 @@ def weights_sha256(directory: Path) -> str:
         if file.is_symlink() and len(blob_name) == 64 and all(c in "0123456789abcdef" for c in blob_name):
             digest = blob_name  # the hub cache names LFS blobs by their sha256
         else:
-            digest = _file_sha256(resolved)
+            digest = file_sha256(resolved)
         entries.append(f"{file.name}:{digest}")
     if not entries:
         raise EvalkitError(f"no weight files (*.safetensors, *.bin) in {directory}")
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None = None,
@@ -132,6 +155,7 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
     except (OSError, ValueError, KeyError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EvalkitError(f"cannot load checkpoint {entry.source}: {first_line}") from None
+    set_component_precision(model, entry.family, torch_device, dtype)
     model.to(torch_device).eval()
     revision = directory.name if directory.parent.name == "snapshots" else "local"
     return LoadedCheckpoint(

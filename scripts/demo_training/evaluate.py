@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from evalkit.demo.shapes import CAPTION_PROMPT, VQA_PROMPT
-from evalkit.models.blip2_retrieval import lavis_pre_caption
+from evalkit.data.lavis_text import blip_caption
 
 CAPTION_GEN = dict(num_beams=5, max_new_tokens=30, min_new_tokens=1)
 VQA_GEN = {"opt": dict(num_beams=5, max_new_tokens=10, min_new_tokens=1, length_penalty=0.0),
@@ -188,7 +188,7 @@ def evaluate_retrieval(model, processor, data_dir: Path, k: int = 16, batch_size
     texts, txt2img = [], []
     for j, i in enumerate(ids):
         for r in refs[i]:
-            texts.append(lavis_pre_caption(r))  # the shapes-retrieval protocol's text cleaning
+            texts.append(blip_caption(r))  # the shapes-retrieval protocol's text cleaning
             txt2img.append(j)
     txt2img_t = torch.tensor(txt2img)
     imf, pv, txf, tid, tatt = retrieval_features(model, processor, [pil[i] for i in ids], texts)

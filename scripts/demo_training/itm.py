@@ -13,7 +13,7 @@ from torch import nn
 from transformers import Blip2Config, Blip2ForImageTextRetrieval, OPTConfig
 
 from evalkit.demo.shapes import COLOR_NAMES, SHAPES
-from evalkit.models.blip2_retrieval import lavis_pre_caption
+from evalkit.data.lavis_text import blip_caption
 
 from .common import IMAGE_TOKEN, TrainData, adamw_cosine
 from .gen import NUM_QUERY_TOKENS, vision_embeds, vision_qformer_configs
@@ -140,7 +140,7 @@ def train_itm(model, tokenizer, data: TrainData, steps: int, batch_size: int, lr
     A throw-away text head makes the text [CLS] name its (colour, shape) set (dense supervision
     for the binding of colours to shapes).  Captions are cleaned as at evaluation time (LAVIS
     BlipCaptionProcessor, the shapes-retrieval protocol), as LAVIS trains BLIP-2."""
-    data = dataclasses.replace(data, captions=[[lavis_pre_caption(c) for c in caps] for caps in data.captions])
+    data = dataclasses.replace(data, captions=[[blip_caption(c) for c in caps] for caps in data.captions])
     rng = random.Random(seed)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -1,0 +1,124 @@
+"""`evalkit run`: one task with one model, batched and resumable, scored and recorded."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evalkit.core.errors import EvalkitError
+
+out = Console()
+
+
+def _parse_columns(pairs: list[str]) -> dict[str, str]:
+    columns = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise EvalkitError(f"--column takes NAME=COLUMN, got {pair!r}")
+        name, column = pair.split("=", 1)
+        columns[name.strip()] = column.strip()
+    return columns
+
+
+
+def run(
+    task: str = typer.Argument(..., help="task name (see `evalkit list tasks`)"),
+    model: str = typer.Option(None, "--model", "-m", help="registry name, hub id or local checkpoint folder"),
+    data: Optional[str] = typer.Option(None, help="data file or folder, or hf:DATASET_ID"),
+    split: Optional[str] = typer.Option(None, help="split (default: the task's, e.g. Karpathy test)"),
+    images: Optional[Path] = typer.Option(None, help="image folder, when not beside the annotation file"),
+    column: List[str] = typer.Option([], help="HF dataset column mapping NAME=COLUMN (repeatable)"),
+    limit: Optional[int] = typer.Option(None, help="first N samples only (the result is marked non-reportable)"),
+    batch_size: Optional[int] = typer.Option(None, help="samples per batch (default: 8 on CPU, 32 on GPU)"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps"),
+    dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (default: per model family)"),
+    prompt: Optional[str] = typer.Option(None, help="prompt template; {question} is the question; '' = none"),
+    protocol: Optional[str] = typer.Option(None, "--protocol",
+                                           help="a named protocol of the task (paper, lavis, ...: `evalkit list tasks`)"),
+    prompt_variant: Optional[str] = typer.Option(None, help="a named prompt of the task"),
+    num_beams: Optional[int] = typer.Option(None, help="beam count"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="most new tokens"),
+    min_new_tokens: Optional[int] = typer.Option(None, help="fewest new tokens"),
+    min_length: Optional[int] = typer.Option(None, help="LAVIS min_length: fewest decoder tokens, BOS + prompt "
+                                                        "counted for OPT, the start token for T5 (0 = off)"),
+    length_penalty: Optional[float] = typer.Option(None, help="beam length penalty"),
+    repetition_penalty: Optional[float] = typer.Option(None, help="repetition penalty"),
+    image_size: Optional[int] = typer.Option(None, help="image size in px (default: the checkpoint's processor)"),
+    chat: Optional[bool] = typer.Option(None, "--chat/--single-turn", help="VQA: one conversation per image"),
+    vqa_metric: str = typer.Option("official", help="VQA accuracy: official, lavis or lmms"),
+    k: Optional[int] = typer.Option(None, "--k", help="retrieval: ITC shortlist size re-ranked by ITM"),
+    no_rerank: bool = typer.Option(False, "--no-rerank", help="retrieval: ITC similarity only"),
+    scores: bool = typer.Option(False, "--scores", help="retrieval: also save the image x text score matrix"),
+    results: Path = typer.Option(Path("results"), "--results", help="results folder"),
+    run_id: Optional[str] = typer.Option(None, help="run folder name (default: derived from the inputs)"),
+    overwrite: bool = typer.Option(False, help="discard an existing journal for this run and start again"),
+    skip_bad_images: bool = typer.Option(False, help="record missing/undecodable images as failed and go on"),
+    include_path: List[str] = typer.Option([], help="folder of extra task files (repeatable)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    json_out: bool = typer.Option(False, "--json", help="print run.json instead of a table"),
+) -> None:
+    """Run a task with a model: batched, resumable, scored with the official metric."""
+    from evalkit.engine.evaluate import run_task
+    from evalkit.core.run_options import RunOptions
+    from evalkit.core.registry import get_task
+
+    spec = get_task(task, include_path)
+    model = model or spec.default_model
+    if not model:
+        raise EvalkitError(f"task {task} needs --model")
+    overrides = protocol_overrides(prompt=prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                   min_new_tokens=min_new_tokens, min_length=min_length, length_penalty=length_penalty,
+                                   repetition_penalty=repetition_penalty, image_size=image_size, dtype=dtype,
+                                   chat=chat, rerank_k=k, rerank=False if no_rerank else None)
+    options = RunOptions(task=task, model=model, data=data, split=split, images=images,
+                         columns=_parse_columns(column), limit=limit, batch_size=batch_size, device=device,
+                         overrides=overrides, prompt_variant=prompt_variant, protocol_name=protocol,
+                         vqa_metric=vqa_metric,
+                         results_dir=results, run_id=run_id, overwrite=overwrite, skip_bad_images=skip_bad_images,
+                         include_paths=tuple(include_path), export_scores=scores,
+                         show_progress=not quiet and sys.stderr.isatty())
+    outcome = run_task(options)
+    if json_out:
+        print(json.dumps(outcome.record, indent=2))
+        return
+    print_run_summary(outcome.record, outcome.run_dir)
+
+
+def protocol_overrides(**flags) -> dict:
+    """The protocol fields set on the command line (None = not set), checked for sign."""
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    for key in ("num_beams", "max_new_tokens", "image_size"):
+        if key in overrides and overrides[key] < 1:
+            raise EvalkitError(f"--{key.replace('_', '-')} must be positive (got {overrides[key]})")
+    for key in ("rerank_k", "min_new_tokens", "min_length"):
+        if key in overrides and overrides[key] < 0:
+            raise EvalkitError(f"--{key.replace('_', '-').replace('rerank-k', 'k')} must be 0 or more "
+                               f"(got {overrides[key]})")
+    return overrides
+
+
+def print_run_summary(record: dict, run_dir: Path) -> None:
+    """A pasteable table of one run's metrics, and where its files are."""
+    table = Table(title=f"{record['task']['name']} · {record['model']['name']}")
+    table.add_column("metric")
+    table.add_column(f"value ({record['scale']})", justify="right")
+    for name, metric in record["metrics"].items():
+        table.add_row(name, f"{metric['value']:.2f}")
+    out.print(table)
+    counts = record["counts"]
+    out.print(f"samples {counts['samples']}  empty {counts['empty_predictions']}  failed {counts['failed']}  "
+              f"resumed {counts['resumed_from_journal']}  protocol {record['protocol_fingerprint'][:12]}")
+    if not record["reportable"]:
+        out.print(f"[yellow]not reportable:[/yellow] {'; '.join(record['not_reportable_reasons'])}")
+    out.print(f"run record: {Path(run_dir) / 'run.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `run` to the evalkit app."""
+    app.command()(run)
