@@ -3,6 +3,7 @@
 from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.task_spec import TaskSpec
 from evalkit.data.caption_datasets import load_caption_set
+from evalkit.data.hub_datasets import HubSource
 from evalkit.kinds.caption import CAPTION
 
 # BLIP-2 paper sec. 4.2 = LAVIS caption_coco_*_eval.yaml (cd4db98) with blip2_caption_*.yaml: prefix prompt
@@ -16,6 +17,19 @@ COCO_CAPTION = GenerationProtocol(name="paper", prompt="a photo of", num_beams=5
 FAMILY_OVERRIDES = {"opt": {"stop_at_newline": True}}
 PROMPTS = {"paper": "a photo of", "none": ""}
 
+# Default data: the Karpathy 5k test split as nlphuji/mscoco_2014_5k_test_image_text_retrieval, config TEST,
+# split test (5,000 rows = images, each with its 5 references in "caption"). The repository holds a loading
+# script (refused by current `datasets`), so the files are the auto-converted parquet: revision
+# fb42856fbf2ecad4d1382679f0abb33cab9fc952 is the head of refs/convert/parquet ("Delete old duckdb index files",
+# Mar 2024; TEST/test/0000.parquet 510 MB + 0001.parquet 311 MB), read from the hub's tree and commit pages
+# (search corpus "docs": huggingface.co/datasets/nlphuji/mscoco_2014_5k_test_image_text_retrieval/tree/
+# fb42856.../TEST/test). Columns seen in users' code: image, caption (list). NOT confirmed: whether the CSV's
+# cocoid / filename columns survive into the parquet; the loader takes cocoid, else the number in filename,
+# and stops with a one-line error when neither is there (captions_results.json needs the COCO image ids).
+COCO_KARPATHY_HUB = HubSource("nlphuji/mscoco_2014_5k_test_image_text_retrieval",
+                              "fb42856fbf2ecad4d1382679f0abb33cab9fc952", (("test", "TEST/test/*.parquet"),),
+                              (("captions", "caption"), ("id", "cocoid")))
+
 TASKS = [
     TaskSpec(
         name="coco-caption",
@@ -26,6 +40,7 @@ TASKS = [
         family_overrides=FAMILY_OVERRIDES,
         load_data=load_caption_set,
         default_split="test",
+        default_data=COCO_KARPATHY_HUB.to_arg(),
         data_help="a folder with dataset_coco.json (Karpathy split) and the COCO image folders, a COCO "
                   "captions_val2014.json / captions_val2017.json (+ --images), a LAVIS caption json, or hf:ID",
         prompt_variants=PROMPTS,

@@ -11,6 +11,7 @@ Two named protocols (docs/PROTOCOL_PARITY.md has the line-by-line sources):
 
 from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.task_spec import TaskSpec
+from evalkit.data.hub_datasets import HubSource
 from evalkit.data.vqa_datasets import load_vqa_set
 from evalkit.kinds.vqa import VQA
 
@@ -33,9 +34,22 @@ LAVIS_OVERRIDES = {"opt": {"prompt": PROMPTS["short-answer"], "prompt_variant": 
 CHAT_OVERRIDES = {"prompt": PROMPTS["answer"], "prompt_variant": "answer", "chat": True}
 CHAT_FAMILY_OVERRIDES = {"opt": {"stop_at_newline": True, "length_penalty": 0.0}}
 
+# Default data: lmms-eval's VQAv2 parquet (lmms-eval moved it from lmms-lab/VQAv2 to lmms-lab-encoder/VQAv2; the
+# old id redirects and the git history moved with it). Confirmed from the hub pages (search corpus "docs"):
+# - columns question_type, multiple_choice_answer, answers [{answer, answer_confidence, answer_id}], image_id,
+#   answer_type, question_id, question, image (dataset card / lmms-eval vqav2 task; each row embeds its image);
+# - splits validation 214,354 / testdev 107,394 / test 447,793 rows (lmms-eval task files, the dataset card);
+# - revision 65fe1e1ffa04f96a7559ed9042da5963a7524c9e: the lmms-lab/VQAv2 commit "Upload dataset (part
+#   00007-of-00008)", 137 commits, the newest main commit the index shows (huggingface.co/datasets/lmms-lab/
+#   VQAv2/tree/65fe1e1...). Whether main has moved since (e.g. a README edit) is NOT confirmed; the parquet
+#   file names data/<split>-NNNNN-of-NNNNN.parquet are confirmed from that history (data/test-00008-of-00143).
+HUB = HubSource("lmms-lab-encoder/VQAv2", "65fe1e1ffa04f96a7559ed9042da5963a7524c9e",
+                (("val", "data/validation-*.parquet"), ("test-dev", "data/testdev-*.parquet"),
+                 ("test", "data/test-*.parquet")))
+
 DATA_HELP = ("a folder with v2_OpenEnded_mscoco_<split>_questions.json, v2_mscoco_<split>_annotations.json and "
              "the COCO image folders (val2014/, test2015/), or hf:ID with --column mapping")
-COMMON = dict(kind=VQA, load_data=load_vqa_set, default_split="val", data_help=DATA_HELP,
+COMMON = dict(kind=VQA, load_data=load_vqa_set, default_split="val", data_help=DATA_HELP, default_data=HUB.to_arg(),
               family_overrides=FAMILY_OVERRIDES, prompt_variants=PROMPTS,
               full_size={"val": 214354, "test-dev": 107394, "test": 447793},
               protocol_source="BLIP-2 paper sec. 4.1; LAVIS projects/blip2/eval/vqav2_zeroshot_*_eval.yaml "

@@ -134,13 +134,22 @@ def test_changed_protocol_refuses_the_old_journal(tiny_opt, karpathy_dir, tmp_pa
     (["run", "coco-caption", "-m", "blip2-opt-2.7", "--data", "."], "did you mean: blip2-opt-2.7b"),
     (["run", "coco-captoin", "-m", "blip2-opt-2.7b"], "did you mean: coco-caption"),
     (["run", "coco-caption", "-m", "blip2-tiny-opt", "--data", "/no/such/folder"], "/no/such/folder does not exist"),
-    (["run", "coco-caption", "-m", "blip2-tiny-opt"], "needs --data"),
     (["run", "coco-caption", "-m", "./no-such-model-dir", "--data", "."], "does not exist"),
 ])
 def test_bad_arguments_give_one_line_errors(args, message, capsys):
     code, out, err = run_cli(args, capsys)
     assert code == 2 and message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_hub_data_not_cached_offline_is_one_line(tmp_path, monkeypatch, capsys):
+    """coco-caption's default data is a pinned hub dataset: with no cache and no hub, one line names it."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli(["run", "coco-caption", "-m", "blip2-tiny-opt", "--results", str(tmp_path / "r")], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "nlphuji/mscoco_2014_5k_test_image_text_retrieval" in err and "--data" in err
 
 
 def test_missing_and_corrupt_images(tiny_opt, karpathy_dir, tmp_path, capsys):

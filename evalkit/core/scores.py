@@ -27,4 +27,5 @@ class RunStats:
     images_encoded: int = 0
     batch_size: int = 0
     oom_retries: int = 0
+    decode_workers: int = 0  # threads decoding and preprocessing images ahead of the model
     failures: list[str] = field(default_factory=list)

@@ -18,6 +18,8 @@ FOLDER_CANDIDATES = ("dataset_coco.json", "dataset_flickr30k.json", "dataset_sha
 def load_caption_set(data: DataArg, split: str, images: Path | None = None,
                      columns: dict[str, str] | None = None) -> SampleSet:
     """Load a captioning evaluation set from whatever --data points at."""
+    if data.hub is not None:
+        return load_hub_captions(data.hub, split, columns or {})
     if data.is_hf:
         return _load_hf(data.hf_id, split, columns or {})
     path = data.path
@@ -120,3 +122,82 @@ def _load_hf(hf_id: str, split: str, columns: dict[str, str]) -> SampleSet:
                 "n_samples": len(samples)}
     references = {s.id: list(s.references) for s in samples}
     return SampleSet(samples, ImageSource(dataset, image_col), identity, annotations=references)
+
+
+def load_hub_captions(source, split: str, columns: dict[str, str]) -> SampleSet:
+    """Images with reference captions from parquet files at a pinned hub revision, images decoded when asked for.
+
+    ``columns``: ``image``, ``captions`` (a list of strings, or of {raw: ...}), ``id`` (the image id the
+    official result file needs; when the id column is absent, the digits of a ``filename`` /
+    ``image_file_name`` column), and optionally ``domain`` (kept in each sample's meta, e.g. NoCaps).
+    """
+    from evalkit.data.hub_datasets import HubImageSource, ParquetTable, describe_config, hub_identity, \
+        hub_split_name, resolve_files
+
+    files = resolve_files(source, split)
+    table = ParquetTable(files.paths)
+    columns = source.column_map(columns, table.column_names)
+    what = f"dataset {source.repo_id}@{source.revision}"
+    image_col, caption_col = columns.get("image", "image"), columns.get("captions", "captions")
+    table.check_columns([image_col, caption_col], what)
+    id_col = columns.get("id")
+    if id_col not in table.column_names:
+        id_col = next((c for c in (columns.get("filename"), "filename", "image_file_name", "file_name")
+                       if c and c in table.column_names), None)
+        if id_col is None:
+            raise EvalkitError(f"{what} has no image id column {columns.get('id')!r} and no file name column "
+                               f"(columns: {', '.join(table.column_names)}); set one with --column id=COLUMN")
+    domain_col = columns.get("domain") if columns.get("domain") in table.column_names else None
+    domains = _domain_file(columns.get("domain_file")) if columns.get("domain_file") else None
+    domain_key = next((c for c in (columns.get("domain_key"), "image_file_name", id_col) if c in table.column_names),
+                      id_col) if domains is not None else None
+    samples, unlabelled = [], []
+    wanted = list(dict.fromkeys(c for c in (caption_col, id_col, domain_col, domain_key) if c))
+    for key, record in table.iter_rows(wanted, f"preparing {source.repo_id} {split}"):
+        captions = record[caption_col]
+        captions = [captions] if isinstance(captions, str) else list(captions or [])
+        captions = [c["raw"] if isinstance(c, dict) else str(c) for c in captions]
+        domain = record[domain_col] if domain_col else None
+        if domains is not None:
+            label = str(record[domain_key])
+            domain = domains.get(label) or domains.get(Path(label).stem)
+            if domain is None:
+                unlabelled.append(label)
+        meta = (("domain", domain),) if domain else ()
+        samples.append(Sample(id=_image_id(record[id_col]), image=key, references=tuple(captions), meta=meta))
+    if not samples:
+        raise EvalkitError(f"{what}: no rows in split {split!r}")
+    if unlabelled:
+        raise EvalkitError(f"{columns['domain_file']}: no domain for {len(unlabelled)} images "
+                           f"(first: {unlabelled[0]}); is it the annotation file of this split?")
+    extra = {"domain_file": columns["domain_file"], "domain_file_sha256": file_sha256(columns["domain_file"])} \
+        if domains is not None else {}
+    identity = hub_identity(files, split, hub_split_name(files.relative), describe_config(files.relative),
+                            len(samples), id_column=id_col, **extra)
+    references = {s.id: list(s.references) for s in samples}
+    return SampleSet(samples, HubImageSource(files.paths, image_col), identity, annotations=references)
+
+
+def _image_id(value) -> str:
+    """An image id: the value itself, or the number in a file name (COCO_val2014_000000391895.jpg -> 391895)."""
+    text = str(value).strip()
+    stem = Path(text).stem if "." in text else text
+    tail = stem.rsplit("_", 1)[-1]
+    return str(int(tail)) if tail.isdigit() else stem
+
+
+def _domain_file(path: str) -> dict[str, str]:
+    """Image file name / stem / Open Images id -> domain, from the official nocaps annotation file
+    (``{"images": [{"file_name", "open_images_id", "domain", ...}]}``)."""
+    content = read_json(Path(path).expanduser())
+    images = content.get("images") if isinstance(content, dict) else None
+    if not isinstance(images, list) or not images or "domain" not in images[0]:
+        raise EvalkitError(f"{path}: not a nocaps annotation file (expected images with a 'domain' field)")
+    domains = {}
+    for image in images:
+        for key in ("file_name", "open_images_id", "id"):
+            if image.get(key) is not None:
+                domains[str(image[key])] = image["domain"]
+        if image.get("file_name"):
+            domains[Path(image["file_name"]).stem] = image["domain"]
+    return domains

@@ -1,4 +1,5 @@
-"""Parse the --data argument: a file, a folder, or ``hf:<dataset id or local dataset dir>``."""
+"""Parse the --data argument: a file, a folder, ``hf:<dataset id or local dataset dir>``, or a pinned hub source
+``hf:ORG/NAME@REVISION?split=glob`` (evalkit.data.hub_datasets)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class DataArg:
     raw: str
     hf_id: str | None = None
     path: Path | None = None
+    hub: Any = None  # evalkit.data.hub_datasets.HubSource for ``hf:ORG/NAME@REVISION...``
 
     @property
     def is_hf(self) -> bool:
@@ -27,11 +29,17 @@ class DataArg:
 
 
 def parse_data_arg(raw: str) -> DataArg:
-    """``hf:ID`` -> Hugging Face dataset; anything else must be an existing file or folder."""
+    """``hf:ID`` -> Hugging Face dataset (``hf:ID@REV?split=glob``: pinned hub files); anything else must be an
+    existing file or folder."""
     if raw.startswith(HF_PREFIX):
         hf_id = raw[len(HF_PREFIX):].strip()
         if not hf_id:
             raise EvalkitError("--data hf: needs a dataset id, e.g. hf:org/name")
+        if "@" in hf_id:
+            from evalkit.data.hub_datasets import parse_hub_source
+
+            hub = parse_hub_source(hf_id)
+            return DataArg(raw, hf_id=hub.repo_id, hub=hub)
         return DataArg(raw, hf_id=hf_id)
     path = Path(raw).expanduser()
     if not path.exists():

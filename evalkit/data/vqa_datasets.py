@@ -21,6 +21,8 @@ def load_vqa_set(data: DataArg, split: str, images: Path | None = None,
                  columns: Mapping[str, str] | None = None) -> SampleSet:
     """Questions (+ annotations when the split has them) as samples, one per question."""
     columns = dict(columns or {})
+    if data.hub is not None:
+        return load_hub_vqa(data.hub, split, columns)
     if data.is_hf:
         return _load_hf(data.hf_id, split, columns)
     questions_path, annotations_path = _find_files(data.path, split)
@@ -122,3 +124,58 @@ def _load_hf(hf_id: str, split: str, columns: dict[str, str]) -> SampleSet:
     identity = {"format": "hf", "source": hf_id, "split": split, "fingerprint": getattr(dataset, "_fingerprint", ""),
                 "n_total": len(samples), "n_samples": len(samples)}
     return SampleSet(samples, ImageSource(dataset, names["image"]), identity, annotations=by_id)
+
+
+def load_hub_vqa(source, split: str, columns: Mapping[str, str]) -> SampleSet:
+    """A VQA split from parquet files at a pinned hub revision (VQAv2, OK-VQA); images decoded when asked for.
+
+    Questions of one image share the key of the image's first row (by the ``image_id`` column when there is
+    one), so an image whose bytes repeat in every question's row is decoded once.
+    """
+    from evalkit.data.hub_datasets import HubImageSource, ParquetTable, describe_config, hub_identity, \
+        hub_split_name, resolve_files
+
+    files = resolve_files(source, split)
+    table = ParquetTable(files.paths)
+    columns = source.column_map({key: columns.get(key, key) for key in ("image", "question", "question_id",
+                                 "answers", "question_type", "answer_type", "image_id")}, table.column_names)
+    names = {key: columns.get(key, key) for key in ("image", "question", "question_id", "answers", "question_type",
+                                                    "answer_type", "image_id")}
+    what = f"dataset {source.repo_id}@{source.revision}"
+    table.check_columns([names["image"], names["question"], names["question_id"]], what)
+    has_answers = names["answers"] in table.column_names
+    text_columns = [c for k, c in names.items() if k != "image" and c in table.column_names]
+    samples, by_id = [], {} if has_answers else None
+    first_row: dict = {}  # image id -> the key of the first row holding it
+    for key, record in table.iter_rows(text_columns, f"preparing {source.repo_id} {split}"):
+        qid = _question_id(record[names["question_id"]])
+        answers = _answer_strings(record.get(names["answers"])) if has_answers else []
+        if has_answers:
+            by_id[qid] = {"question_id": qid, "question_type": record.get(names["question_type"]) or "",
+                          "answer_type": record.get(names["answer_type"]) or "",
+                          "answers": [{"answer": a, "answer_id": i + 1} for i, a in enumerate(answers)]}
+        image_id = record.get(names["image_id"])
+        image_key = first_row.setdefault(image_id, key) if image_id is not None else key
+        meta = (("image_id", image_id if image_id is not None else ""),
+                ("question_type", record.get(names["question_type"]) or ""),
+                ("answer_type", record.get(names["answer_type"]) or ""))
+        samples.append(Sample(id=str(qid), image=image_key, question=record[names["question"]],
+                              references=tuple(answers), meta=meta))
+    identity = hub_identity(files, split, hub_split_name(files.relative), describe_config(files.relative),
+                            len(samples), n_images=len(first_row) if first_row else len(samples))
+    return SampleSet(samples, HubImageSource(files.paths, names["image"]), identity, annotations=by_id)
+
+
+def _question_id(value):
+    """Question ids as int when they are digits (VQAv2 ints, OK-VQA digit strings), else the string."""
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
+
+
+def _answer_strings(raw) -> list[str]:
+    """The human answers: a list of {answer, ...} structs (VQAv2), of strings (OK-VQA), or a columnar struct."""
+    if raw is None:
+        return []
+    if isinstance(raw, dict) and "answer" in raw:
+        raw = raw["answer"]
+    return [a["answer"] if isinstance(a, dict) else str(a) for a in raw]

@@ -15,6 +15,7 @@ from evalkit.core.scores import ScoreResult
 from evalkit.core.task_kind import RunJob
 from evalkit.core.task_spec import TaskSpec
 from evalkit.data.data_arg import parse_data_arg
+from evalkit.data.hub_datasets import progress_enabled
 from evalkit.engine.journal import PredictionJournal
 from evalkit.engine.run_record import build_record, write_record
 from evalkit.engine.sibling_runs import compare_with_sibling
@@ -49,7 +50,8 @@ def load_task_data(task: TaskSpec, options: RunOptions) -> SampleSet:
     if not raw:
         raise EvalkitError(f"task {task.name} needs --data: {task.data_help}")
     columns = {**task.columns, **options.columns}
-    sample_set = task.load_data(parse_data_arg(raw), options.split or task.default_split, options.images, columns)
+    with progress_enabled(options.show_progress):  # hub downloads and data preparation; --quiet silences them
+        sample_set = task.load_data(parse_data_arg(raw), options.split or task.default_split, options.images, columns)
     if options.limit is not None and options.limit < 1:
         raise EvalkitError(f"--limit must be at least 1 (got {options.limit})")
     return sample_set.limited(options.limit)

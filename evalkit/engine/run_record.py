@@ -84,6 +84,7 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
             "samples_per_second": round(generated / gen_seconds, 3) if gen_seconds else None,
             "images_encoded": stats.images_encoded if stats else 0,
             "oom_retries": stats.oom_retries if stats else 0,
+            "decode_workers": stats.decode_workers if stats else 0,
             "precision": component_dtypes(checkpoint.model) if checkpoint else None,
             "image_pipeline": IMAGE_PIPELINE,
             "beam_length_normalisation": beam_length_normalisation(),

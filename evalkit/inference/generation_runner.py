@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import torch
@@ -17,6 +16,7 @@ from evalkit.models.blip2_generation import Blip2Generator
 from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.samples import Prediction, Sample
 from evalkit.core.scores import RunStats
+from evalkit.inference.image_prefetch import ImagePrefetcher, StageTimes, default_workers
 
 Progress = Callable[[int], None]  # called with the number of samples just finished
 Append = Callable[[list[Prediction]], None]  # journals a finished batch durably
@@ -68,25 +68,49 @@ def load_images(images: ImageSource, keys: list[str], skip_bad: bool) -> tuple[d
 
 def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images: ImageSource, protocol: GenerationProtocol,
                     append: Append, batch_size: int, skip_bad_images: bool = False,
-                    progress: Progress | None = None) -> RunStats:
-    """Generate one answer per sample, journaling each finished batch; returns run statistics."""
+                    progress: Progress | None = None, decode_workers: int | None = None,
+                    times: StageTimes | None = None) -> RunStats:
+    """Generate one answer per sample, journaling each finished batch; returns run statistics.
+
+    The next batches' images are decoded and preprocessed by ``decode_workers`` threads (default: the
+    cores, see ``default_workers``) while this batch runs; ``times`` collects the per-stage seconds.
+    """
     stats = RunStats(batch_size=batch_size)
+    times = times if times is not None else StageTimes()
     ordered = order_by_image(samples)
     cache = _ImageCache(capacity=max(4, batch_size))
     batches = [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
     known_bad: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch's images while this one runs
-        pending = pool.submit(load_images, images, _new_keys(batches[0], cache), skip_bad_images) if batches else None
+    preprocess = _single_image_preprocess(generator)
+    workers = stats.decode_workers = decode_workers or default_workers()
+    with ImagePrefetcher(images, batch_image_keys(batches), preprocess, workers, skip_bad_images, times) as prefetch:
         for index, batch in enumerate(batches):
-            loaded, bad = pending.result()
+            loaded, bad = prefetch.take(index)
             known_bad.update(bad)
-            if index + 1 < len(batches):
-                pending = pool.submit(load_images, images, _new_keys(batches[index + 1], cache, batch),
-                                      skip_bad_images)
             started = time.perf_counter()
-            predictions = _generate_batch(generator, batch, loaded, known_bad, cache, protocol, stats)
+            predictions = _generate_batch(generator, batch, loaded, known_bad, cache, protocol, stats, times)
             finish_batch(predictions, started, stats, append, progress)
     return stats
+
+
+def batch_image_keys(batches: Sequence[Sequence[Sample]]) -> list[list[str]]:
+    """The images each batch must load: its images (once, in order) that the batch before did not hold.
+
+    Batches come from ``order_by_image``, so an image's questions are contiguous: an image in batch i and an
+    earlier batch is also in batch i - 1, and its embedding is taken from the cache.
+    """
+    keys, previous = [], set()
+    for batch in batches:
+        current = list(dict.fromkeys(s.image for s in batch))
+        keys.append([key for key in current if key not in previous])
+        previous = set(current)
+    return keys
+
+
+def _single_image_preprocess(generator: Blip2Generator) -> Callable:
+    """One image -> its pixel values [3, s, s] with the generator's own pipeline (per-image, so the same bits)."""
+    pixel_values = generator.pixel_values
+    return lambda image: pixel_values([image])[0]
 
 
 def finish_batch(predictions: list[Prediction], started: float, stats: RunStats, append: Append,
@@ -99,17 +123,10 @@ def finish_batch(predictions: list[Prediction], started: float, stats: RunStats,
         progress(len(predictions))
 
 
-def _new_keys(batch: Sequence[Sample], cache: _ImageCache, previous: Sequence[Sample] = ()) -> list[str]:
-    carried = {s.image for s in previous}
-    keys = []
-    for sample in batch:
-        if sample.image not in keys and cache.get(sample.image) is None and sample.image not in carried:
-            keys.append(sample.image)
-    return keys
-
-
 def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], loaded: dict, bad: dict[str, str],
-                    cache: _ImageCache, protocol: GenerationProtocol, stats: RunStats) -> list[Prediction]:
+                    cache: _ImageCache, protocol: GenerationProtocol, stats: RunStats,
+                    times: StageTimes | None = None) -> list[Prediction]:
+    """``loaded`` maps the batch's newly loaded images to their pixel values [3, s, s]."""
     good = [s for s in batch if s.image not in bad]
     failed = [Prediction(s.id, render_prompt(protocol, s.question), "", s.references, "failed",
                          f"bad image: {bad[s.image]}", image=s.image) for s in batch if s.image in bad]
@@ -119,19 +136,33 @@ def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], loaded: 
         return failed
     to_encode = [key for key in dict.fromkeys(s.image for s in good) if cache.get(key) is None]
     if to_encode:
-        embeds = _with_oom_retry(lambda part: generator.encode_images(generator.pixel_values([loaded[k] for k in part])),
+        started = time.perf_counter()
+        embeds = _with_oom_retry(lambda part: generator.encode_images(torch.stack([loaded[k] for k in part])),
                                  to_encode, stats)
+        _synchronize(generator)
+        if times is not None:
+            times.vision += time.perf_counter() - started
         for key, embed in zip(to_encode, embeds):
             cache.put(key, embed)
         stats.images_encoded += len(to_encode)
     prompts = [render_prompt(protocol, s.question) for s in good]
     queries = torch.stack([cache.get(s.image) for s in good])
+    started = time.perf_counter()
     answers = _with_oom_retry(
         lambda part: generator.generate(queries[part[0]:part[-1] + 1], [prompts[i] for i in part], protocol),
         list(range(len(good))), stats)
+    if times is not None:
+        times.generation += time.perf_counter() - started
     done = [Prediction(s.id, p, a, s.references, image=s.image, extra=s.meta_dict())
             for s, p, a in zip(good, prompts, answers)]
     return done + failed
+
+
+def _synchronize(generator: Blip2Generator) -> None:
+    """Wait for queued GPU work so stage times are honest (a no-op on CPU)."""
+    device = getattr(generator, "device", None)
+    if getattr(device, "type", None) == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _with_oom_retry(work: Callable[[list], list], items: list, stats: RunStats) -> list:

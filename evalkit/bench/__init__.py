@@ -1,0 +1,1 @@
+"""`evalkit bench`: throughput of the real loader and runner on synthetic COCO-sized JPEGs."""

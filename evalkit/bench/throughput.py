@@ -1,0 +1,118 @@
+"""One bench measurement: synthetic data -> real loader -> real runner -> VQA scorer, timed per stage,
+against the per-image loop (decode, preprocess, encode, generate at batch size 1) in the same process."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from evalkit.bench.synthetic_data import write_vqa_set
+from evalkit.core.protocol import GenerationProtocol
+from evalkit.data.data_arg import parse_data_arg
+from evalkit.data.vqa_datasets import load_vqa_set
+from evalkit.inference.generation_runner import render_prompt, run_single_turn
+from evalkit.inference.image_prefetch import StageTimes, default_workers
+from evalkit.metrics.vqa_accuracy import score_vqa
+from evalkit.models.blip2_generation import Blip2Generator
+from evalkit.models.loading import LoadedCheckpoint
+
+# the generation length is fixed (min = max new tokens) so random weights cost what trained ones do
+TASKS = {
+    "vqav2": GenerationProtocol(name="paper", prompt="Question: {question} Short answer:", num_beams=5,
+                                max_new_tokens=10, min_new_tokens=10, length_penalty=0.0),
+    "coco-caption": GenerationProtocol(name="paper", prompt="a photo of", num_beams=5, max_new_tokens=30,
+                                       min_new_tokens=30),
+    "greedy30": GenerationProtocol(name="greedy", prompt="a photo of", num_beams=1, max_new_tokens=30,
+                                   min_new_tokens=30),
+}
+QUESTIONS_PER_IMAGE = {"vqav2": 5, "coco-caption": 1, "greedy30": 1}  # VQAv2 val: 214,354 q / 40,504 images
+AUTO_GPU_BATCH = 256
+
+
+def bench_protocol(task: str, max_new_tokens: int | None = None) -> GenerationProtocol:
+    """The task's protocol with the generation length fixed."""
+    protocol = TASKS[task]
+    if max_new_tokens:
+        protocol = replace(protocol, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
+    return protocol
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def per_image_loop(generator: Blip2Generator, samples, images, protocol: GenerationProtocol) -> float:
+    """Seconds for the per-image loop over ``samples``: open, preprocess, encode, generate, one at a time."""
+    started = time.perf_counter()
+    for sample in samples:
+        pixels = generator.pixel_values([images.open(sample.image)])
+        generator.generate(generator.encode_images(pixels), [render_prompt(protocol, sample.question)], protocol)
+    _sync(generator.device)
+    return time.perf_counter() - started
+
+
+def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: int = 64,
+              batch_size: int | None = None, decode_workers: int | None = None, image_size: int | None = None,
+              baseline_samples: int = 8, questions_per_image: int | None = None,
+              max_new_tokens: int | None = None, work_dir: Path | None = None) -> dict:
+    """Measure the batched runner and the per-image loop on the same synthetic VQAv2-format set; a JSON dict."""
+    device = checkpoint.device
+    protocol = bench_protocol(task, max_new_tokens)
+    per_image = questions_per_image or QUESTIONS_PER_IMAGE[task]
+    batch = batch_size or (AUTO_GPU_BATCH if device.type == "cuda" else 8)
+    workers = decode_workers or default_workers()
+    generator = Blip2Generator(checkpoint, image_size)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        data = write_vqa_set(Path(tmp), math.ceil(num_samples / per_image), per_image)
+        sample_set = load_vqa_set(parse_data_arg(str(data)), "val")
+        samples = sample_set.samples[:num_samples]
+        # warm-up (kernels, allocator, lazy imports) on a few samples, not counted
+        run_single_turn(generator, samples[:min(len(samples), 2)], sample_set.images, protocol, lambda p: None,
+                        2, decode_workers=workers)
+        baseline = samples[:max(1, min(baseline_samples, len(samples)))]
+        baseline_seconds = per_image_loop(generator, baseline, sample_set.images, protocol)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        predictions: list = []
+        times = StageTimes()
+        started = time.perf_counter()
+        stats = run_single_turn(generator, samples, sample_set.images, protocol, predictions.extend, batch,
+                                decode_workers=workers, times=times)
+        _sync(device)
+        run_seconds = time.perf_counter() - started
+        scoring_started = time.perf_counter()
+        answered = {int(p.id): p.prediction for p in predictions}
+        accuracy = score_vqa([sample_set.annotations[q] for q in answered], answered)
+        scoring_seconds = time.perf_counter() - scoring_started
+    samples_per_s = len(samples) / run_seconds
+    baseline_rate = len(baseline) / baseline_seconds
+    return {
+        "model": checkpoint.entry.name, "task": task, "device": _device_name(device),
+        "dtype": str(checkpoint.dtype).replace("torch.", ""), "image_size": generator.image_size,
+        "protocol": {"num_beams": protocol.num_beams, "new_tokens": protocol.max_new_tokens,
+                     "prompt": protocol.prompt},
+        "num_samples": len(samples), "num_images": times.images, "questions_per_image": per_image,
+        "batch_size": batch, "batch_size_used": stats.batch_size, "oom_retries": stats.oom_retries,
+        "decode_workers": workers,
+        "samples_per_s": round(samples_per_s, 2), "images_per_s": round(times.images / run_seconds, 2),
+        "seconds": round(run_seconds, 4),
+        "stages_s": {"decode_preprocess_worker_s": round(times.decode_preprocess, 4),
+                     "host_wait": round(times.host_wait, 4), "vision": round(times.vision, 4),
+                     "generation": round(times.generation, 4), "scoring": round(scoring_seconds, 4)},
+        "host_wait_fraction": round(times.host_wait / run_seconds, 4),
+        "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        if device.type == "cuda" else None,
+        "baseline_per_image_loop": {"samples": len(baseline), "samples_per_s": round(baseline_rate, 3)},
+        "ratio_to_baseline": round(samples_per_s / baseline_rate, 2),
+        "score_accuracy": getattr(accuracy, "overall", None),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

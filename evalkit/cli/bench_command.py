@@ -1,0 +1,70 @@
+"""`evalkit bench`: samples/s of the real loader and runner on synthetic COCO-sized JPEGs, as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from evalkit.core.errors import EvalkitError
+
+TINY_MODELS = {"opt": "blip2-tiny-opt", "t5": "blip2-tiny-t5"}
+
+
+def bench(
+    model: str = typer.Option("blip2-opt-2.7b", "--model", "-m",
+                              help="with --random-weights: a shipped architecture (blip2-opt-2.7b, blip2-opt-6.7b, "
+                                   "blip2-flan-t5-xl, blip2-flan-t5-xxl, tiny-opt, tiny-t5); else a checkpoint"),
+    random_weights: bool = typer.Option(False, "--random-weights", help="build the architecture from evalkit's "
+                                        "shipped config with random weights (nothing downloaded)"),
+    tiny: bool = typer.Option(False, "--tiny", help="the bundled trained tiny model of the model's family "
+                              "(runs on CPU in seconds)"),
+    task: str = typer.Option("vqav2", help="vqav2 (5 beams, 10 tokens), coco-caption (5 beams, 30), greedy30"),
+    num_samples: int = typer.Option(64, "--num-samples", "-n", min=1),
+    batch_size: str = typer.Option("auto", help="a number, or auto (256 on a GPU, halved on out-of-memory; 8 on CPU)"),
+    workers: Optional[int] = typer.Option(None, help="decode + preprocess threads (default: the cores, at most 8)",
+                                          min=1),
+    image_size: Optional[int] = typer.Option(None, help="image size (default: the model's)"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="fixed generation length (default: the task's)"),
+    baseline_samples: int = typer.Option(8, help="samples for the per-image-loop baseline", min=1),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (default: the family's)"),
+) -> None:
+    """Throughput through evalkit's loader and runner, stage times and the same-run per-image-loop ratio."""
+    from evalkit.bench.throughput import TASKS, run_bench
+
+    if task not in TASKS:
+        raise EvalkitError(f"unknown bench task {task!r}; use one of {', '.join(TASKS)}")
+    if batch_size != "auto" and not batch_size.isdigit():
+        raise EvalkitError(f"--batch-size must be a number or auto, not {batch_size!r}")
+    checkpoint = _checkpoint(model, random_weights, tiny, device, dtype, image_size)
+    result = run_bench(checkpoint, task, num_samples, None if batch_size == "auto" else int(batch_size), workers,
+                       image_size, baseline_samples, max_new_tokens=max_new_tokens)
+    typer.echo(json.dumps(result, indent=1))
+
+
+def _checkpoint(model: str, random_weights: bool, tiny: bool, device: str, dtype: Optional[str],
+                image_size: Optional[int]):
+    from evalkit.models.catalog import resolve_model
+    from evalkit.models.loading import load_checkpoint
+
+    if tiny and random_weights:
+        from evalkit.bench.random_model import random_checkpoint
+
+        family = "t5" if "t5" in model else "opt"
+        return random_checkpoint(f"tiny-{family}", device, dtype, image_size)
+    if tiny:
+        from evalkit.demo.bundled import MODELS_DIR
+
+        return load_checkpoint(resolve_model(str(MODELS_DIR / TINY_MODELS["t5" if "t5" in model else "opt"])),
+                               device, dtype)
+    if random_weights:
+        from evalkit.bench.random_model import random_checkpoint
+
+        return random_checkpoint(model, device, dtype, image_size)
+    return load_checkpoint(resolve_model(model), device, dtype)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)

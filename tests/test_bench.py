@@ -1,0 +1,63 @@
+"""`evalkit bench` smoke tests on CPU (nothing timed): the JSON has every field, the shipped configs build."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from evalkit.bench.random_model import read_config, shipped_configs
+from evalkit.bench.synthetic_data import write_vqa_set
+
+FIELDS = {"samples_per_s", "stages_s", "host_wait_fraction", "peak_gpu_memory_gb", "batch_size", "batch_size_used",
+          "decode_workers", "baseline_per_image_loop", "ratio_to_baseline", "num_samples"}
+STAGES = {"decode_preprocess_worker_s", "host_wait", "vision", "generation", "scoring"}
+
+
+def _bench(args: list[str], capsys) -> dict:
+    code, out, err = run_cli(["bench", *args], capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_bench_tiny_runs_on_cpu_and_prints_the_json(capsys):
+    result = _bench(["--tiny", "--num-samples", "12", "--baseline-samples", "2", "--device", "cpu"], capsys)
+    assert FIELDS <= set(result) and STAGES == set(result["stages_s"])
+    assert result["num_samples"] == 12 and result["peak_gpu_memory_gb"] is None
+    assert result["samples_per_s"] > 0 and result["ratio_to_baseline"] > 0
+    assert result["protocol"] == {"num_beams": 5, "new_tokens": 10, "prompt": "Question: {question} Short answer:"}
+
+
+@pytest.mark.parametrize("family", ["opt", "t5"])
+def test_bench_random_weights_from_a_shipped_tiny_config(family, capsys):
+    result = _bench(["--model", f"tiny-{family}", "--random-weights", "--task", "greedy30", "-n", "4",
+                     "--batch-size", "2", "--workers", "2", "--max-new-tokens", "3", "--baseline-samples", "1",
+                     "--device", "cpu"], capsys)
+    assert result["batch_size"] == 2 and result["decode_workers"] == 2 and result["image_size"] == 224
+    assert result["protocol"]["new_tokens"] == 3 and result["num_images"] == 4
+
+
+def test_shipped_real_size_configs_match_the_reference_sizes():
+    opt = read_config("blip2-opt-2.7b")["config"]
+    assert (opt["vision_config"]["hidden_size"], opt["vision_config"]["num_hidden_layers"]) == (1408, 39)
+    assert (opt["text_config"]["hidden_size"], opt["text_config"]["num_hidden_layers"]) == (2560, 32)
+    assert read_config("blip2-flan-t5-xxl")["config"]["text_config"]["d_model"] == 4096
+    assert {"blip2-opt-2.7b", "blip2-opt-6.7b", "blip2-flan-t5-xl", "blip2-flan-t5-xxl"} <= set(shipped_configs())
+
+
+def test_bench_errors_are_one_line(capsys):
+    code, _, err = run_cli(["bench", "--model", "blip2-opt-27b", "--random-weights"], capsys)
+    assert code != 0 and "blip2-opt-2.7b" in err and "Traceback" not in err
+    code, _, err = run_cli(["bench", "--tiny", "--task", "nocaps"], capsys)
+    assert code != 0 and "unknown bench task" in err
+
+
+def test_synthetic_set_is_coco_sized_jpegs_in_the_official_layout(tmp_path):
+    from PIL import Image
+
+    write_vqa_set(tmp_path, 3, 2, distinct=2)
+    files = sorted((tmp_path / "val2014").glob("*.jpg"))
+    assert len(files) == 3 and Image.open(files[2]).size == (640, 480)
+    questions = json.loads((tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())["questions"]
+    assert len(questions) == 6
