@@ -24,9 +24,9 @@ from evalkit.metrics.bootstrap import ratio_diff
 
 def lavis_normalised(prediction: str) -> str:
     """LAVIS's VQAEval processPunctuation + processDigitArticle of a prediction (the 'lavis' VQA rules)."""
-    from evalkit.metrics.vqa_accuracy import _RULES  # the one implementation of VQAEval's rules in evalkit
+    from evalkit.metrics.vqa_accuracy import normalise_answer  # the one implementation of VQAEval's rules
 
-    return _RULES["lavis"].full(prediction)
+    return normalise_answer(prediction, "lavis")
 
 
 def exact_match(prediction: str, answer: str) -> float:

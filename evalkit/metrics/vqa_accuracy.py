@@ -246,6 +246,12 @@ def check_vqa_variant(variant: str) -> str:
     return variant
 
 
+def normalise_answer(text: str, variant: str = "lavis") -> str:
+    """An answer after a variant's whitespace cleaning, processPunctuation and processDigitArticle
+    (e.g. LAVIS's GQA scoring normalises every prediction this way with the "lavis" rules)."""
+    return _RULES[check_vqa_variant(variant)].full(text)
+
+
 class _Normaliser:
     """Per-variant answer normalisation, cached per distinct string (answers repeat a lot)."""
 
