@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 from PIL import Image, UnidentifiedImageError
 
 from evalkit.core.errors import EvalkitError
-from evalkit.data.images import BadImageError, ImageSource
+from evalkit.data.images import BadImageError, ImageSource, decode_rgb, to_rgb
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 URL_PREFIXES = ("http://", "https://")
@@ -113,7 +113,7 @@ def _expand(item: Any, source: MemoryImageSource, notice: Notice, url_timeout_s:
             allow_patterns: bool = True) -> list[str]:
     if isinstance(item, Image.Image):
         key = f"<image {len(source.in_memory)}>"
-        source.in_memory[key] = item.convert("RGB")
+        source.in_memory[key] = to_rgb(key, item)
         return [key]
     if not isinstance(item, (str, Path)):
         raise EvalkitError(f"images must be paths, URLs or PIL images, got {type(item).__name__}")
@@ -199,8 +199,4 @@ def fetch_image(url: str, timeout_s: float = DEFAULT_URL_TIMEOUT_S) -> Image.Ima
         raise EvalkitError(f"cannot fetch {url}: {reason}") from None
     except (OSError, ValueError) as err:
         raise EvalkitError(f"cannot fetch {url}: {type(err).__name__}: {err}") from None
-    try:
-        with Image.open(io.BytesIO(b"".join(chunks))) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise BadImageError(url, f"cannot decode ({type(err).__name__})") from None
+    return decode_rgb(url, io.BytesIO(b"".join(chunks)))

@@ -58,6 +58,7 @@ def run(
     results: Path = typer.Option(Path("results"), "--results", help="results folder"),
     run_id: Optional[str] = typer.Option(None, help="run folder name (default: derived from the inputs)"),
     overwrite: bool = typer.Option(False, help="discard an existing journal for this run and start again"),
+    wait: bool = typer.Option(False, "--wait", help="wait for a run holding the run folder instead of refusing"),
     skip_bad_images: bool = typer.Option(False, help="record missing/undecodable images as failed and go on"),
     include_path: List[str] = typer.Option([], help="folder of extra task files (repeatable)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
@@ -72,6 +73,7 @@ def run(
     model = model or spec.default_model
     if not model:
         raise EvalkitError(f"task {task} needs --model")
+    check_run_options(limit=limit, batch_size=batch_size, results=results, run_id=run_id)
     overrides = protocol_overrides(prompt=prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                    min_new_tokens=min_new_tokens, min_length=min_length, length_penalty=length_penalty,
                                    repetition_penalty=repetition_penalty, image_size=image_size, dtype=dtype,
@@ -80,7 +82,8 @@ def run(
                          columns=_parse_columns(column), limit=limit, batch_size=batch_size, device=device,
                          overrides=overrides, prompt_variant=prompt_variant, protocol_name=protocol,
                          vqa_metric=vqa_metric,
-                         results_dir=results, run_id=run_id, overwrite=overwrite, skip_bad_images=skip_bad_images,
+                         results_dir=results, run_id=run_id,
+                         overwrite=overwrite, wait=wait, skip_bad_images=skip_bad_images,
                          include_paths=tuple(include_path), export_scores=scores,
                          show_progress=not quiet and sys.stderr.isatty())
     outcome = run_task(options)
@@ -88,6 +91,36 @@ def run(
         print(json.dumps(outcome.record, indent=2))
         return
     print_run_summary(outcome.record, outcome.run_dir)
+
+
+def check_run_options(limit: int | None, batch_size: int | None, results: Path, run_id: str | None) -> None:
+    """The run options that need no task or model, checked before anything loads (a one-line error, exit 2)."""
+    if limit is not None and limit < 1:
+        raise EvalkitError(f"--limit must be at least 1 (got {limit})")
+    if batch_size is not None and batch_size < 1:
+        raise EvalkitError(f"--batch-size must be at least 1 (got {batch_size}); leave it out for the default")
+    if run_id is not None and (not run_id.strip() or run_id in (".", "..") or any(c in run_id for c in "/\\")):
+        raise EvalkitError(f"--run-id must be a plain folder name (got {run_id!r})")
+    check_results_folder(Path(results))
+
+
+def check_results_folder(results: Path) -> None:
+    """--results must be a folder (or not exist yet) that this process can write into: the folder itself, or the
+    nearest existing folder above it, gets a probe file that is removed at once."""
+    import tempfile
+
+    existing = results
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == results else f" ({existing} above it is a file)"
+        raise EvalkitError(f"--results {results} is not a folder{where}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise EvalkitError(f"--results {results}: cannot write in {existing} ({err.strerror or type(err).__name__})") \
+            from None
 
 
 def protocol_overrides(**flags) -> dict:

@@ -27,6 +27,7 @@ class RunOptions:
     results_dir: Path = Path("results")
     run_id: str | None = None
     overwrite: bool = False
+    wait: bool = False  # wait for another process holding the run folder instead of refusing
     skip_bad_images: bool = False
     include_paths: tuple[str, ...] = ()
     export_scores: bool = False

@@ -18,6 +18,10 @@ questionable we are stricter, never silently different:
   annotated images) and crashes on a missing prediction unless the caller sets
   ``params['image_id'] = cocoRes.getImgIds()``, which scores only the predicted images. We require
   full coverage unless ``allow_subset=True``, which is that official subset evaluation.
+* an annotation repeated exactly (same ``id``, ``image_id`` and caption): the official code would
+  count it as one more reference. It is a copy, not an annotation, so we reject it, naming the id. Two
+  annotations with the same caption but different ids are kept, as the official code keeps them: COCO's
+  own files hold such pairs, written independently by different annotators.
 * annotated images without any caption: the official evaluation crashes on them, so the loader
   rejects them; captions whose ``image_id`` is not in ``images`` (ignored by the official code)
   are rejected as an inconsistent file.
@@ -27,6 +31,7 @@ Images are scored in the order of the annotation file's ``images`` list, as the 
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping
 
@@ -68,6 +73,7 @@ def load_caption_annotations(path: PathLike) -> dict[int, list[str]]:
             raise EvalkitError(f"caption annotation file {path}: images[{k}] repeats image id {image['id']}")
         refs[image["id"]] = []
     unknown: list[int] = []
+    seen: dict = {}  # annotation id -> (image id, caption)
     for k, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
             raise EvalkitError(
@@ -76,6 +82,11 @@ def load_caption_annotations(path: PathLike) -> dict[int, list[str]]:
             raise EvalkitError(f"caption annotation file {path}: annotations[{k}].image_id {_id_problem(ann['image_id'])}")
         if not isinstance(ann["caption"], str):
             raise EvalkitError(f"caption annotation file {path}: annotations[{k}].caption is not a string")
+        if "id" in ann and seen.get(_hashable(ann["id"])) == (ann["image_id"], ann["caption"]):
+            raise EvalkitError(f"caption annotation file {path}: annotations[{k}] repeats annotation {ann['id']} "
+                               f"(image {ann['image_id']}, the same caption); remove the copy")
+        if "id" in ann:
+            seen[_hashable(ann["id"])] = (ann["image_id"], ann["caption"])
         if ann["image_id"] in refs:
             refs[ann["image_id"]].append(ann["caption"])
         else:
@@ -168,3 +179,7 @@ def score_caption_files(
     predictions = load_caption_predictions(predictions_path)
     scored = select_scored_images(references, predictions, allow_subset=allow_subset, predictions_path=predictions_path)
     return score_captions(scored, {i: predictions[i] for i in scored}, spice=spice, timeout_s=timeout_s)
+
+
+def _hashable(value):
+    return value if isinstance(value, (int, str)) else json.dumps(value, sort_keys=True)

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from evalkit.core.errors import EvalkitError
 from evalkit.core.progress import progress_bar
 from evalkit.core.sample_set import file_sha256
-from evalkit.data.images import BadImageError
+from evalkit.data.images import BadImageError, decode_rgb
 
 HUB_ROW_PREFIX = "hub-row:"
 ETAG_TIMEOUT_S = 10  # the reachability probe and metadata requests give up after this
@@ -320,11 +320,7 @@ def _decode(key: str, value) -> Image.Image:
         source = io.BytesIO(value)
     else:
         raise BadImageError(key, "the image column holds no image")
-    try:
-        with Image.open(source) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise BadImageError(key, f"cannot decode ({type(err).__name__})") from None
+    return decode_rgb(key, source)
 
 
 def hub_identity(files: HubFiles, split: str, hub_split: str, config: str, n: int, **extra) -> dict:

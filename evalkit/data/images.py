@@ -6,11 +6,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from evalkit.core.errors import EvalkitError
 
 HF_ROW_PREFIX = "hf-row:"
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# What PIL raises for a file it cannot open or decode, and for a decompression bomb: an image over
+# 2 x Image.MAX_IMAGE_PIXELS (DecompressionBombError), or over MAX_IMAGE_PIXELS where warnings are errors.
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError,
+                 Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 class BadImageError(EvalkitError):
@@ -36,11 +43,7 @@ class ImageSource:
         path = Path(key)
         if not path.is_file():
             raise BadImageError(key, "file not found")
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            raise BadImageError(key, f"cannot decode ({type(err).__name__})") from None
+        return decode_rgb(key, path)
 
     def _open_hf(self, row: int) -> Image.Image:
         try:
@@ -48,18 +51,64 @@ class ImageSource:
         except Exception as err:  # noqa: BLE001 - any datasets failure is a bad image row
             raise BadImageError(f"{HF_ROW_PREFIX}{row}", f"cannot read ({type(err).__name__})") from None
         if isinstance(value, Image.Image):
-            return value.convert("RGB")
+            return to_rgb(f"{HF_ROW_PREFIX}{row}", value)
         if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
             import io
 
-            try:
-                source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
-                with Image.open(source) as image:
-                    return image.convert("RGB")
-            except (UnidentifiedImageError, OSError, ValueError) as err:
-                raise BadImageError(f"{HF_ROW_PREFIX}{row}", f"cannot decode ({type(err).__name__})") from None
+            source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+            return decode_rgb(f"{HF_ROW_PREFIX}{row}", source)
         raise BadImageError(f"{HF_ROW_PREFIX}{row}", f"column {self.hf_image_column!r} holds no image")
 
     def missing_files(self, keys: list[str]) -> list[str]:
         """The file keys that do not exist (cheap check before a long run)."""
         return [k for k in keys if not k.startswith(HF_ROW_PREFIX) and not Path(k).is_file()]
+
+
+def decode_rgb(key: str, source) -> Image.Image:
+    """Open ``source`` (a path or a binary file object) and convert it with :func:`to_rgb`; any decoding failure,
+    a decompression bomb included, is a BadImageError naming ``key``."""
+    try:
+        with Image.open(source) as image:
+            return to_rgb(key, image)
+    except BadImageError:
+        raise
+    except DECODE_ERRORS as err:
+        raise BadImageError(key, _decode_reason(err)) from None
+
+
+def to_rgb(key: str, image: Image.Image) -> Image.Image:
+    """The image as 8-bit RGB, the rule for every mode (``key`` names the image in a BadImageError):
+
+    - RGB, L, 1, CMYK, YCbCr: PIL's ``convert("RGB")``, as LAVIS (CMYK without an ICC profile, by PIL's formula).
+    - RGBA, LA, PA, P with transparency: the alpha channel is dropped, not composited, as LAVIS's
+      ``convert("RGB")`` does (fully transparent pixels keep their stored colour).
+    - 16-bit greyscale (I;16, I;16B, I;16L, I;16N) and I (how PIL opens 16-bit greyscale in some formats):
+      the high byte, ``value >> 8``, so 65535 -> 255 (PIL's own conversion clips at 255 and turns the image
+      white). An ``I`` image with values outside 0..65535 is refused.
+    - F (32-bit float) has no defined 8-bit scale and is refused, as is any mode PIL cannot convert.
+    """
+    try:
+        image.load()  # decoding happens here: a truncated or corrupt file fails as "cannot decode"
+    except DECODE_ERRORS as err:
+        raise BadImageError(key, _decode_reason(err)) from None
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise BadImageError(key, f"mode {mode} holds values outside 0..65535 "
+                                     f"({values.min()}..{values.max()}); convert it to 8-bit first")
+        return Image.fromarray((values >> 8).astype(np.uint8)).convert("RGB")  # uint8 2-D: mode L
+    if mode == "F":
+        raise BadImageError(key, "mode F (32-bit float) has no defined 8-bit scale; convert it to 8-bit first")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # the same colours as convert("RGB"), without PIL's transparency warning
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as err:
+        raise BadImageError(key, f"cannot convert mode {mode} to RGB ({type(err).__name__})") from None
+
+
+def _decode_reason(err: Exception) -> str:
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"decompression bomb refused ({str(err).split('.')[0].strip()})"
+    return f"cannot decode ({type(err).__name__})"

@@ -20,8 +20,8 @@ from evalkit.engine.journal import PredictionJournal
 from evalkit.engine.run_record import build_record, write_record
 from evalkit.engine.sibling_runs import compare_with_sibling
 from evalkit.models.catalog import ModelEntry, resolve_model, safe_name
-from evalkit.models.loading import checkpoint_directory, dtype_name, load_checkpoint, pick_device, pick_dtype, \
-    weights_sha256
+from evalkit.models.loading import check_image_size, checkpoint_directory, dtype_name, load_checkpoint, pick_device, \
+    pick_dtype, weights_sha256
 
 
 @dataclass
@@ -69,30 +69,34 @@ def run_task(options: RunOptions) -> RunOutcome:
     device = pick_device(options.device)
     dtype = pick_dtype(entry.family, device, protocol.dtype)
     directory = checkpoint_directory(entry.source)
+    check_image_size(directory, protocol.image_size)
     weights = weights_sha256(directory)
     header = journal_header(task, entry, protocol, sample_set, weights, dtype_name(dtype))
     run_id = options.run_id or header_id(header)
     run_dir = Path(options.results_dir) / safe_name(entry.name) / task.name / run_id
     journal = PredictionJournal(run_dir)
-    done = journal.open(header, overwrite=options.overwrite)
-    job = RunJob(task, entry, protocol, sample_set, options, run_dir, done,
-                 load_checkpoint=lambda: load_checkpoint(entry, options.device, protocol.dtype,
-                                                         known_weights_sha256=weights),
-                 append=journal.append, completed=journal.completed)
-    output = task.kind.run(job)
-    official_file = task.kind.write_official_file(run_dir, sample_set, output.predictions)
-    scores = score_run(job, output, official_file)
-    record = build_record(task=task, entry=entry, protocol=protocol, overrides=overrides, sample_set=sample_set,
-                          predictions=output.predictions, scores=scores, stats=output.stats, resumed=output.resumed,
-                          device=device, dtype=dtype, weights=weights, directory=directory,
-                          checkpoint=output.checkpoint, run_id=run_id, header=header, options=options,
-                          wall_seconds=time.time() - started,
-                          extra={"official_predictions_file": official_file.name} if official_file else None)
-    if task.compare_with and scores.metrics:
-        record["comparison"] = compare_with_sibling(Path(options.results_dir) / safe_name(entry.name),
-                                                    task.compare_with, header, scores)
-    write_record(run_dir, record, scores)
-    return RunOutcome(run_dir, record)
+    with journal.locked(wait=options.wait):  # one process per run folder, from the journal to run.json
+        done = journal.open(header, overwrite=options.overwrite)
+        journal.check_images(sample_set.samples, done)
+        job = RunJob(task, entry, protocol, sample_set, options, run_dir, done,
+                     load_checkpoint=lambda: load_checkpoint(entry, options.device, protocol.dtype,
+                                                             known_weights_sha256=weights),
+                     append=journal.append, completed=journal.completed)
+        output = task.kind.run(job)
+        official_file = task.kind.write_official_file(run_dir, sample_set, output.predictions)
+        scores = score_run(job, output, official_file)
+        record = build_record(task=task, entry=entry, protocol=protocol, overrides=overrides, sample_set=sample_set,
+                              predictions=output.predictions, scores=scores, stats=output.stats, resumed=output.resumed,
+                              device=device, dtype=dtype, weights=weights, directory=directory,
+                              checkpoint=output.checkpoint, run_id=run_id, header=header, options=options,
+                              wall_seconds=time.time() - started,
+                              extra={"official_predictions_file": official_file.name} if official_file else None)
+        record["data"]["images"] = journal.image_identity(sample_set.samples)
+        if task.compare_with and scores.metrics:
+            record["comparison"] = compare_with_sibling(Path(options.results_dir) / safe_name(entry.name),
+                                                        task.compare_with, header, scores)
+        write_record(run_dir, record, scores)
+        return RunOutcome(run_dir, record)
 
 
 def score_run(job: RunJob, output, official_file: Path | None) -> ScoreResult:

@@ -1,17 +1,25 @@
 """PredictionJournal: predictions appended as batches finish, so a killed run resumes exactly.
 
-Layout of a run directory: ``journal.json`` (what the predictions depend on) and
-``predictions.jsonl`` (one line per sample, appended, flushed and fsynced per batch).
+Layout of a run directory: ``journal.json`` (what the predictions depend on),
+``predictions.jsonl`` (one line per sample, appended, flushed and fsynced per batch),
+``images.jsonl`` (the sha256, size and mtime of each image file the predictions were made on, written before
+the predictions that used it) and ``.lock`` (held by the one process working in the folder).
 A line cut short by a crash (kill -9 mid-write) is dropped when the journal is reopened.
+
+A resumed run re-checks the images of its journaled answers: an unchanged size and mtime is enough, otherwise
+the file is hashed again, and an image whose bytes changed is refused by name (``--overwrite`` starts again).
+Failed samples are exempt: they are answered again on the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from evalkit.core.atomic_files import write_json_atomic
 from evalkit.core.errors import EvalkitError
@@ -19,6 +27,9 @@ from evalkit.core.samples import Prediction
 
 HEADER_FILE = "journal.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+IMAGES_FILE = "images.jsonl"
+LOCK_FILE = ".lock"
+NOT_FILE_PREFIXES = ("hf-row:", "hub-row:")  # image keys that are dataset rows, identified by the data hash
 
 
 class PredictionJournal:
@@ -28,11 +39,34 @@ class PredictionJournal:
         self.run_dir = Path(run_dir)
         self.header_path = self.run_dir / HEADER_FILE
         self.predictions_path = self.run_dir / PREDICTIONS_FILE
+        self.images_path = self.run_dir / IMAGES_FILE
+        self._images: dict[str, dict[str, Any]] | None = None  # the image ledger, read lazily
+        self._checked: set[str] = set()  # image keys hashed or verified by this process
+
+    @contextlib.contextmanager
+    def locked(self, wait: bool = False) -> Iterator[None]:
+        """Hold the folder's exclusive lock; another holder is a one-line error, or is waited for with ``wait``."""
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / LOCK_FILE, "a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise EvalkitError(f"{self.run_dir} is in use by another evalkit run; pass --wait to wait for it, "
+                                   "or another --run-id") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def open(self, header: dict[str, Any], overwrite: bool = False) -> dict[str, Prediction]:
         """Create the journal, or reopen it after checking ``header`` matches; returns finished predictions."""
         if overwrite and self.run_dir.exists():
-            shutil.rmtree(self.run_dir)
+            for child in self.run_dir.iterdir():  # all but the lock, which this process may hold
+                if child.name != LOCK_FILE:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        self._images, self._checked = None, set()
         if self.header_path.exists():
             old = json.loads(self.header_path.read_text(encoding="utf-8"))
             differing = [k for k in sorted(set(old) | set(header)) if old.get(k) != header.get(k)]
@@ -68,14 +102,127 @@ class PredictionJournal:
         return done
 
     def append(self, predictions: Iterable[Prediction]) -> None:
-        """Append a finished batch and make it durable before returning."""
+        """Append a finished batch and make it durable before returning (its images' hashes first)."""
+        predictions = list(predictions)
         lines = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in predictions)
         if not lines:
             return
+        self._record_images(p.image for p in predictions)
         with open(self.predictions_path, "a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+    def images(self) -> dict[str, dict[str, Any]]:
+        """The image ledger: image key -> {sha256, size, mtime_ns} (a later line for a key wins)."""
+        if self._images is None:
+            self._images = {}
+            if self.images_path.exists():
+                raw = self.images_path.read_bytes()
+                good_end = raw.rfind(b"\n") + 1
+                if good_end < len(raw):  # a write cut short by a crash: drop the partial line
+                    with open(self.images_path, "r+b") as handle:
+                        handle.truncate(good_end)
+                for number, line in enumerate(raw[:good_end].splitlines(), 1):
+                    try:
+                        entry = json.loads(line) if line.strip() else None
+                        if entry:
+                            self._images[entry["image"]] = entry
+                    except (json.JSONDecodeError, KeyError, TypeError) as err:
+                        raise EvalkitError(f"{self.images_path}:{number}: corrupt image ledger line ({err}); "
+                                           "pass --overwrite to start again") from None
+        return self._images
+
+    def check_images(self, samples: Iterable[Any], done: dict[str, Prediction]) -> None:
+        """Refuse to resume when an image of a journaled answer changed since it was answered.
+
+        Failed samples are not checked (they are answered again). A journal written before the ledger existed
+        has nothing to check against and is trusted; its images are recorded from now on.
+        """
+        ledger = self.images()
+        if not ledger:
+            return
+        for sample in samples:
+            previous = done.get(sample.id)
+            if previous is None or previous.status != "ok":
+                continue
+            key = sample.image
+            recorded = ledger.get(previous.image or key)
+            if recorded is None or not _is_file_key(key) or key in self._checked:
+                continue
+            if key == recorded["image"] and _stat_matches(key, recorded):
+                self._checked.add(key)
+                continue
+            if not Path(key).is_file():
+                raise EvalkitError(f"{self.run_dir}: image {key} of the journaled sample {sample.id} is missing; "
+                                   "pass --overwrite to start again, or another --run-id")
+            entry = image_entry(key)
+            if entry["sha256"] != recorded["sha256"]:
+                raise EvalkitError(
+                    f"{self.run_dir}: image {key} changed since sample {sample.id} was answered (sha256 "
+                    f"{recorded['sha256'][:12]} -> {entry['sha256'][:12]}); pass --overwrite to start again, "
+                    "or another --run-id")
+            self._write_image_entries([entry])  # same bytes, new path or mtime: the cheap check works next time
+
+    def image_identity(self, samples: Iterable[Any]) -> dict[str, Any]:
+        """The images the run's answers were made on: count and one sha256 over their hashes in sample order."""
+        ledger, hashes, unhashed, seen = self.images(), [], 0, set()
+        for sample in samples:
+            if sample.image in seen:
+                continue
+            seen.add(sample.image)
+            entry = ledger.get(sample.image)
+            if entry is None:
+                unhashed += 1
+            else:
+                hashes.append(entry["sha256"])
+        digest = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+        return {"count": len(hashes), "sha256": digest, "not_hashed": unhashed}
+
+    def _record_images(self, keys: Iterable[str]) -> None:
+        ledger, entries = self.images(), []
+        for key in dict.fromkeys(keys):
+            if not key or key in self._checked or not _is_file_key(key) or not Path(key).is_file():
+                continue
+            self._checked.add(key)
+            entry = image_entry(key)
+            if ledger.get(key) != entry:
+                entries.append(entry)
+        self._write_image_entries(entries)
+
+    def _write_image_entries(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        with open(self.images_path, "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+            handle.flush()
+            os.fsync(handle.fileno())
+        for entry in entries:
+            self.images()[entry["image"]] = entry
+            self._checked.add(entry["image"])
+
+
+def image_entry(key: str) -> dict[str, Any]:
+    """One ledger line: the file's sha256, with the size and mtime that let a resume skip re-hashing it."""
+    stat = os.stat(key)
+    digest = hashlib.sha256()
+    with open(key, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"image": key, "sha256": digest.hexdigest(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _stat_matches(key: str, entry: dict[str, Any]) -> bool:
+    try:
+        stat = os.stat(key)
+    except OSError:
+        return False
+    return stat.st_size == entry.get("size") and stat.st_mtime_ns == entry.get("mtime_ns")
+
+
+def _is_file_key(key: str) -> bool:
+    return not key.startswith(NOT_FILE_PREFIXES)
 
 
 def _short(value: Any) -> str:

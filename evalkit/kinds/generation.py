@@ -20,9 +20,11 @@ class GenerationKind(TaskKind):
     def run(self, job: RunJob) -> RunOutput:
         """Generate the samples not yet in the journal, batched; the journal then holds every answer."""
         sample_set, options = job.sample_set, job.options
-        pending = [s for s in sample_set.samples if s.id not in job.done]
+        answered = {k for k, p in job.done.items() if p.status == "ok"}  # failed samples are tried again
+        pending = [s for s in sample_set.samples if s.id not in answered]
+        resumed = sum(1 for s in sample_set.samples if s.id in answered)
         if not pending:
-            return RunOutput(job.completed(), resumed=len(job.done))
+            return RunOutput(job.completed(), resumed=resumed)
         missing = sample_set.images.missing_files(sorted({s.image for s in pending}))
         if missing and not options.skip_bad_images:
             raise EvalkitError(f"{len(missing)} image files not found (first: {missing[0]}); "
@@ -36,7 +38,7 @@ class GenerationKind(TaskKind):
         batch_size = options.batch_size or DEFAULT_BATCH_SIZE.get(checkpoint.device.type, 8)
         run = run_chat if job.protocol.chat else run_single_turn
         with progress_bar(f"{job.task.name} · {job.model.name}", total=len(sample_set.samples),
-                          completed=len(job.done), enabled=options.show_progress) as advance:
+                          completed=resumed, enabled=options.show_progress) as advance:
             stats = run(generator, pending, sample_set.images, job.protocol, job.append, batch_size,
                         options.skip_bad_images, advance)
-        return RunOutput(job.completed(), stats, checkpoint, resumed=len(job.done))
+        return RunOutput(job.completed(), stats, checkpoint, resumed=resumed)

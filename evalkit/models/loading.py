@@ -116,6 +116,23 @@ def checkpoint_directory(source: str) -> Path:
         ) from None
 
 
+def check_image_size(directory: Path, image_size: int | None) -> None:
+    """Refuse an image size smaller than one ViT patch of the checkpoint (``vision_config.patch_size`` in its
+    config.json, 14 when absent): such an image has no patch to embed."""
+    if image_size is None:
+        return
+    import json
+
+    try:
+        vision = json.loads((directory / "config.json").read_text()).get("vision_config") or {}
+    except (OSError, ValueError):
+        vision = {}
+    patch = int(vision.get("patch_size") or 14)
+    if image_size < patch:
+        raise EvalkitError(f"--image-size {image_size} is smaller than one vision patch of this checkpoint "
+                           f"({patch} px, vision_config.patch_size in {directory / 'config.json'})")
+
+
 def weights_sha256(directory: Path) -> str:
     """sha256 over the weight files (name + content hash). Hub-cache files reuse their LFS blob sha256."""
     entries = []
@@ -149,12 +166,17 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
     torch_dtype = pick_dtype(entry.family, torch_device, dtype)
     directory = checkpoint_directory(entry.source)
     model_class = Blip2ForImageTextRetrieval if entry.family == "itm" else Blip2ForConditionalGeneration
+    from safetensors import SafetensorError
+
     try:
         processor = Blip2Processor.from_pretrained(directory)
-        model = _from_pretrained(model_class, directory, torch_dtype)
+        model, loading_info = _from_pretrained(model_class, directory, torch_dtype)
+    except SafetensorError as err:
+        raise EvalkitError(f"cannot load checkpoint {entry.source}: {_corrupt_weight_file(directory, err)}") from None
     except (OSError, ValueError, KeyError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EvalkitError(f"cannot load checkpoint {entry.source}: {first_line}") from None
+    check_loading_info(entry.source, loading_info)
     set_component_precision(model, entry.family, torch_device, dtype)
     model.to(torch_device).eval()
     revision = directory.name if directory.parent.name == "snapshots" else "local"
@@ -171,11 +193,42 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
     )
 
 
+def check_loading_info(source: str, info: dict) -> None:
+    """Refuse a checkpoint whose weights do not match the model exactly: transformers would fill a missing
+    weight with random values (and score it without a word) and drop an unexpected one. Names the keys."""
+    problems = []
+    for label, field in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"),
+                         ("wrong-shape", "mismatched_keys")):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(field) or ())
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            problems.append(f"{len(keys)} {label} weight{'s' if len(keys) > 1 else ''} ({shown})")
+    if problems:
+        raise EvalkitError(f"checkpoint {source} does not match its model class: {'; '.join(problems)}")
+
+
+def _corrupt_weight_file(directory: Path, err: Exception) -> str:
+    """Which safetensors file is unreadable (truncated, or not safetensors at all), for the one-line error."""
+    from safetensors import safe_open
+
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():
+                    handle.get_slice(key)
+        except Exception as file_err:  # noqa: BLE001 - any failure marks the file
+            first = str(file_err).strip().splitlines()[0] if str(file_err).strip() else type(file_err).__name__
+            return f"weight file {file} is truncated or corrupt ({first})"
+    return f"a weight file in {directory} is truncated or corrupt ({reason})"
+
+
 def _from_pretrained(model_class, directory: Path, torch_dtype: torch.dtype):
+    """(model, loading info with missing_keys / unexpected_keys / mismatched_keys)."""
     try:
-        return model_class.from_pretrained(directory, dtype=torch_dtype)
+        return model_class.from_pretrained(directory, dtype=torch_dtype, output_loading_info=True)
     except TypeError:  # transformers < 4.56 names it torch_dtype
-        return model_class.from_pretrained(directory, torch_dtype=torch_dtype)
+        return model_class.from_pretrained(directory, torch_dtype=torch_dtype, output_loading_info=True)
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
