@@ -179,3 +179,32 @@ def test_a_corrupt_image_without_skip_names_the_file(tiny_opt, karpathy_dir, tmp
     code, _, err = run_cli(["run", "coco-caption", "-m", str(tiny_opt), "--data", str(karpathy_dir),
                             "--results", str(tmp_path / "r"), *FAST], capsys)
     assert code == 2 and victim.name in err and "--skip-bad-images" in err
+
+
+def test_report_from_another_folder_finds_relative_images_or_says_so(tiny_opt, tmp_path, monkeypatch, capsys):
+    """Image paths are recorded as given (here relative); the report finds them from any working directory through
+    the run's recorded working directory, and warns by name when they cannot be found."""
+    from conftest import write_karpathy
+
+    made_in = tmp_path / "made-in"
+    write_karpathy(made_in / "coco")
+    monkeypatch.chdir(made_in)
+    code, _, err = run_cli(["run", "coco-caption", "-m", str(tiny_opt), "--data", "coco", "--results",
+                            str(tmp_path / "r"), *FAST], capsys)
+    assert code == 0, err
+    run_dir = _run_dir(tmp_path / "r")
+    first = json.loads((run_dir / "predictions.jsonl").read_text().splitlines()[0])
+    assert not Path(first["image"]).is_absolute()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_cli(["report", str(tmp_path / "r"), "--no-write"], capsys)
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert code == 0 and "sample images not found" not in err and html.count('src="data:image/jpeg') >= 1
+    record = json.loads((run_dir / "run.json").read_text())
+    del record["provenance"]["working_directory"]
+    (run_dir / "run.json").write_text(json.dumps(record))
+    code, _, err = run_cli(["report", str(tmp_path / "r"), "--no-write"], capsys)
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert code == 0 and "sample images not found (first: coco/val2017/" in err
+    assert 'class="warn"' in html and 'src="data:image/jpeg' not in html

@@ -166,3 +166,19 @@ def test_missing_predictions_need_allow_subset(tmp_path):
     refs = ccf.load_caption_annotations(ANNOTATIONS)
     selected = ccf.select_scored_images(refs, {391895: "x", 60623: "y"}, allow_subset=True)
     assert list(selected) == [391895, 60623] and selected[60623] == refs[60623]
+
+
+@needs_java
+def test_cli_names_its_own_flag_for_a_subset_and_scores_it(tmp_path, capsys):
+    """The error a command-line user sees names --allow-subset; with it, the subset equals the library's subset score."""
+    from conftest import run_cli
+
+    subset_path = write_json(tmp_path / "subset.json", read_gz(PREDICTIONS)[::50][:60])
+    annotations = write_json(tmp_path / "annotations.json", read_gz(ANNOTATIONS))
+    args = ["score", "coco-caption", "--annotations", str(annotations), "--predictions", str(subset_path), "--json"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "--allow-subset" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(args + ["--allow-subset"], capsys)
+    assert code == 0, err
+    expected = ccf.score_caption_files(annotations, subset_path, allow_subset=True)
+    assert json.loads(out)["metrics"] == pytest.approx(expected.corpus) and json.loads(out)["n_images"] == 60

@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import sys
 from pathlib import Path
 
 from evalkit.analysis.report import Report, cell_text, footnotes, protocol_text
@@ -36,17 +37,18 @@ class Thumbnails:
         self.size = size
         self.cache: dict[str, str | None] = {}
 
-    def resolve(self, image: str, run_dir: Path) -> Path | None:
-        if not image or image.startswith("hf-row:"):
+    def resolve(self, image: str, run_dir: Path, base_dir: str = "") -> Path | None:
+        """The image file: as recorded, below the folder the run was made in (``base_dir``), or the run folder."""
+        if not image or image.startswith(("hf-row:", "hub-row:")):
             return None
         path = Path(image)
-        for candidate in (path, run_dir / path):
-            if candidate.is_file():
+        for candidate in (path, Path(base_dir) / path if base_dir else None, run_dir / path):
+            if candidate is not None and candidate.is_file():
                 return candidate
         return None
 
-    def uri(self, image: str, run_dir: Path) -> str | None:
-        path = self.resolve(image, run_dir)
+    def uri(self, image: str, run_dir: Path, base_dir: str = "") -> str | None:
+        path = self.resolve(image, run_dir, base_dir)
         if path is None:
             return None
         key = str(path.resolve())
@@ -142,7 +144,7 @@ def gallery_items(run: RunInfo, others: list[RunInfo], gallery_size: int) -> tup
 
 
 def render_item(run: RunInfo, item: dict, thumbs: Thumbnails) -> str:
-    uri = thumbs.uri(item["image"], run.path)
+    uri = thumbs.uri(item["image"], run.path, (run.record.get("provenance") or {}).get("working_directory", ""))
     image = (f'<img class="thumb" alt="{esc(item["id"])}" src="{uri}">' if uri else
              '<div class="thumb noimg">no image</div>')
     kind = run.task_kind
@@ -286,6 +288,19 @@ def table_html(report: Report) -> str:
             f'<tr>{"".join(head2)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
+def _missing_images_note(run: RunInfo, items: list[dict], thumbs: Thumbnails) -> str:
+    """A visible warning (and one on stderr) when a run's sample images cannot be found from here."""
+    base = (run.record.get("provenance") or {}).get("working_directory", "")
+    files = [i["image"] for i in items if i["image"] and not i["image"].startswith(("hf-row:", "hub-row:"))]
+    missing = [f for f in files if thumbs.resolve(f, run.path, base) is None]
+    if not missing:
+        return ""
+    text = (f"{len(missing)} of {len(files)} sample images not found (first: {missing[0]}); paths are as the run "
+            f"recorded them, relative to {base or 'the folder it was made in'}")
+    print(f"warning: report: run {run.run_id}: {text}", file=sys.stderr)
+    return f'<p class="warn">{esc(text)}</p>'
+
+
 def build_html(report: Report, gallery_size: int = 30, thumb_px: int = 96) -> str:
     """The whole page as one string."""
     thumbs = Thumbnails(thumb_px)
@@ -318,6 +333,7 @@ def build_html(report: Report, gallery_size: int = 30, thumb_px: int = 96) -> st
             rendered = "".join(render_item(run, item, thumbs) for item in items)
             run_blocks.append(
                 f'<div class="run" data-run="{esc(run.run_id)}"><h3>{esc(run_label(run))}</h3>'
+                f'{_missing_images_note(run, items, thumbs)}'
                 f'<p class="muted">{n_samples} samples; shown: the {min(gallery_size, n_samples)} worst and up to '
                 f'{gallery_size} of the {n_disagree} on which another run of this task answers differently · '
                 f'<span class="run-visible">{len(items)}</span> visible</p>'
@@ -352,6 +368,7 @@ PAGE = """<!DOCTYPE html>
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; } h3 { font-size: 15px; margin: 16px 0 4px; }
 .muted { color: #777; font-weight: normal; font-size: 13px; }
+.warn { color: #a15c00; font-size: 13px; }
 table#leaderboard { border-collapse: collapse; margin: 12px 0; }
 #leaderboard th, #leaderboard td { border: 1px solid #ddd; padding: 4px 8px; vertical-align: top; }
 #leaderboard th { background: #f4f4f4; text-align: left; }

@@ -17,12 +17,15 @@ score_app = typer.Typer(no_args_is_help=True, help="Score a predictions file alo
 def score_coco_caption(
     annotations: Path = typer.Option(..., help="COCO-format caption annotations (captions_*.json)"),
     predictions: Path = typer.Option(..., help='official result format: [{"image_id":..,"caption":..}]'),
+    allow_subset: bool = typer.Option(False, "--allow-subset",
+                                      help="score only the annotated images that have a prediction (not reportable: "
+                                           "CIDEr's idf depends on the set)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Score a captions file with pycocoevalcap (BLEU, METEOR, ROUGE-L, CIDEr; SPICE when offline-capable)."""
     from evalkit.data.coco_caption_files import score_caption_files
 
-    scores = score_caption_files(annotations, predictions)
+    scores = score_caption_files(annotations, predictions, allow_subset=allow_subset)
     if json_out:
         print(json.dumps({"scale": scores.scale, "n_images": scores.n_images, "metrics": scores.corpus,
                           "skipped": scores.skipped}, indent=2))

@@ -156,7 +156,8 @@ def select_scored_images(
     if missing and not allow_subset:
         raise EvalkitError(
             f"caption prediction file {predictions_path}: {len(missing)} of {len(references)} annotated images "
-            f"have no prediction (first: {first_ids(missing)}); pass allow_subset=True to score only the predicted images")
+            f"have no prediction (first: {first_ids(missing)}); `evalkit score coco-caption --allow-subset` "
+            "(allow_subset=True from Python) scores only the predicted images")
     return {i: refs for i, refs in references.items() if i in predictions}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def provenance() -> dict:
         "evalkit_version": evalkit.__version__,
         "git_commit": evalkit_git_commit(),
         "python": sys.version.split()[0],
+        "working_directory": os.getcwd(),  # what relative image paths in predictions.jsonl are relative to
         "platform": platform.platform(),
         "packages": package_versions(),
     }
