@@ -28,8 +28,9 @@ def _parse_columns(pairs: list[str]) -> dict[str, str]:
 
 
 def run(
-    task: str = typer.Argument(..., help="task name (see `evalkit list tasks`)"),
-    model: str = typer.Option(None, "--model", "-m", help="registry name, hub id or local checkpoint folder"),
+    task: str = typer.Argument(..., help="task name (see `evalkit list tasks`); TASK,TASK,... runs a sweep"),
+    model: str = typer.Option(None, "--model", "-m", help="registry name, hub id or local checkpoint folder; "
+                                                          "M,M,... runs a sweep (every task with every model)"),
     data: Optional[str] = typer.Option(None, help="data file or folder, or hf:DATASET_ID"),
     split: Optional[str] = typer.Option(None, help="split (default: the task's, e.g. Karpathy test)"),
     images: Optional[Path] = typer.Option(None, help="image folder, when not beside the annotation file"),
@@ -64,15 +65,13 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     json_out: bool = typer.Option(False, "--json", help="print run.json instead of a table"),
 ) -> None:
-    """Run a task with a model: batched, resumable, scored with the official metric."""
-    from evalkit.engine.evaluate import run_task
-    from evalkit.core.run_options import RunOptions
-    from evalkit.core.registry import get_task
+    """Run a task with a model: batched, resumable, scored with the official metric.
 
-    spec = get_task(task, include_path)
-    model = model or spec.default_model
-    if not model:
-        raise EvalkitError(f"task {task} needs --model")
+    With several tasks or models (comma-separated), run every task with every model, each cell its own
+    resumable run, and end with a model x task table and the cells that failed."""
+    from evalkit.core.run_options import RunOptions
+
+    task, model, cells = resolve_task_and_model(task, model, include_path)
     check_run_options(limit=limit, batch_size=batch_size, results=results, run_id=run_id)
     overrides = protocol_overrides(prompt=prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                    min_new_tokens=min_new_tokens, min_length=min_length, length_penalty=length_penalty,
@@ -86,11 +85,43 @@ def run(
                          overwrite=overwrite, wait=wait, skip_bad_images=skip_bad_images,
                          include_paths=tuple(include_path), export_scores=scores,
                          show_progress=not quiet and sys.stderr.isatty())
+    if cells:
+        raise typer.Exit(run_and_print_sweep(cells, options, json_out))
+    from evalkit.engine.evaluate import run_task
+
     outcome = run_task(options)
     if json_out:
         print(json.dumps(outcome.record, indent=2))
         return
     print_run_summary(outcome.record, outcome.run_dir)
+
+
+def resolve_task_and_model(task: str, model: str | None, include_path: list[str]):
+    """(task, model, sweep cells): one task and its model (the task's default when none is given), or, when TASK or
+    --model lists several names (comma-separated), the checked cells of the sweep and its first cell."""
+    from evalkit.core.registry import get_task
+
+    sweep = "," in task or (model is not None and "," in model and not Path(model).expanduser().is_dir())
+    if sweep:
+        from evalkit.cli.sweep import plan_sweep, split_names
+
+        cells = plan_sweep(split_names(task, "TASK"), split_names(model, "--model") if model else [], include_path)
+        return cells[0][0], cells[0][1], cells  # the options are checked with the first cell; each cell replaces it
+    model = model or get_task(task, include_path).default_model
+    if not model:
+        raise EvalkitError(f"task {task} needs --model")
+    return task, model, []
+
+
+def run_and_print_sweep(cells, options, json_out: bool) -> int:
+    """Run every cell, print the table (or JSON), and return the sweep's exit code."""
+    from evalkit.cli.sweep import print_sweep, run_sweep, sweep_exit_code, sweep_json
+
+    swept = run_sweep(cells, options)
+    if json_out:
+        print(json.dumps(sweep_json(swept), indent=2))
+        return sweep_exit_code(swept)
+    return print_sweep(swept)
 
 
 def check_run_options(limit: int | None, batch_size: int | None, results: Path, run_id: str | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +18,9 @@ from evalkit.core.task_kind import RunJob
 from evalkit.core.task_spec import TaskSpec
 from evalkit.data.data_arg import parse_data_arg
 from evalkit.data.hub_datasets import progress_enabled
+from evalkit.engine import distributed
 from evalkit.engine.journal import PredictionJournal
-from evalkit.engine.run_record import build_record, write_record
+from evalkit.engine.run_record import RUN_FILE, build_record, write_record
 from evalkit.engine.sibling_runs import compare_with_sibling
 from evalkit.models.catalog import ModelEntry, resolve_model, safe_name
 from evalkit.models.loading import check_image_size, checkpoint_directory, dtype_name, load_checkpoint, pick_device, \
@@ -64,9 +67,14 @@ def run_task(options: RunOptions) -> RunOutcome:
     entry = resolve_model(options.model)
     if task.kind.model_kind != entry.kind:
         raise EvalkitError(f"task {task.name} ({task.kind.name}) cannot run {entry.name} (a {entry.kind} model)")
+    ranks = distributed.ranks_from_env()
+    if ranks.world > 1 and not getattr(task.kind, "data_parallel", False):
+        raise EvalkitError(f"task {task.name} ({task.kind.name}) runs in one process only; launch it without "
+                           f"torchrun/accelerate (WORLD_SIZE={ranks.world})")
     protocol, overrides = resolve_protocol(task, entry.family, options)
     sample_set = load_task_data(task, options)
-    device = pick_device(options.device)
+    device_arg = distributed.rank_device(options.device, ranks)
+    device = pick_device(device_arg)
     dtype = pick_dtype(entry.family, device, protocol.dtype)
     directory = checkpoint_directory(entry.source)
     check_image_size(directory, protocol.image_size)
@@ -75,14 +83,25 @@ def run_task(options: RunOptions) -> RunOutcome:
     run_id = options.run_id or header_id(header)
     run_dir = Path(options.results_dir) / safe_name(entry.name) / task.name / run_id
     journal = PredictionJournal(run_dir)
-    with journal.locked(wait=options.wait):  # one process per run folder, from the journal to run.json
-        done = journal.open(header, overwrite=options.overwrite)
-        journal.check_images(sample_set.samples, done)
+    distributed.init_process_group(ranks)
+    # one process per run folder, from the journal to run.json; of a data-parallel run, rank 0 holds it
+    with journal.locked(wait=options.wait) if ranks.is_main else contextlib.nullcontext():
+        done = journal.open(header, overwrite=options.overwrite) if ranks.is_main else {}
+        if ranks.is_main:
+            done = distributed.fold_leftover_journals(journal, sample_set.samples, ranks.world, done)
+            journal.check_images(sample_set.samples, done)
         job = RunJob(task, entry, protocol, sample_set, options, run_dir, done,
-                     load_checkpoint=lambda: load_checkpoint(entry, options.device, protocol.dtype,
+                     load_checkpoint=lambda: load_checkpoint(entry, device_arg, protocol.dtype,
                                                              known_weights_sha256=weights),
                      append=journal.append, completed=journal.completed)
-        output = task.kind.run(job)
+        if ranks.world == 1:
+            output = task.kind.run(job)
+        else:
+            distributed.barrier(ranks)  # the other ranks start once rank 0 holds and has opened the folder
+            output, rank_counts = distributed.run_shard(job, journal, ranks)
+            if not ranks.is_main:  # rank 0 scores and records; the others return its record
+                distributed.barrier(ranks)
+                return RunOutcome(run_dir, json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")))
         official_file = task.kind.write_official_file(run_dir, sample_set, output.predictions)
         scores = score_run(job, output, official_file)
         record = build_record(task=task, entry=entry, protocol=protocol, overrides=overrides, sample_set=sample_set,
@@ -92,11 +111,17 @@ def run_task(options: RunOptions) -> RunOutcome:
                               wall_seconds=time.time() - started,
                               extra={"official_predictions_file": official_file.name} if official_file else None)
         record["data"]["images"] = journal.image_identity(sample_set.samples)
+        record["runtime"]["world_size"] = ranks.world
+        if ranks.world > 1:
+            record["counts"]["generated_this_invocation"] = sum(c["generated"] for c in rank_counts)
+            record["runtime"]["data_parallel"] = {"shard": "by image: image i (first appearance) on rank i mod N",
+                                                  "ranks": rank_counts}
         if task.compare_with and scores.metrics:
             record["comparison"] = compare_with_sibling(Path(options.results_dir) / safe_name(entry.name),
                                                         task.compare_with, header, scores)
         write_record(run_dir, record, scores)
-        return RunOutcome(run_dir, record)
+    distributed.barrier(ranks)  # the other ranks wait for run.json
+    return RunOutcome(run_dir, record)
 
 
 def score_run(job: RunJob, output, official_file: Path | None) -> ScoreResult:

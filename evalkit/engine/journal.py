@@ -35,11 +35,12 @@ NOT_FILE_PREFIXES = ("hf-row:", "hub-row:")  # image keys that are dataset rows,
 class PredictionJournal:
     """Append-only predictions of one run, guarded by a header of everything they depend on."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, suffix: str = ""):
+        """``suffix`` names one rank's journal of a data-parallel run (``predictions.rank0-of-2.jsonl``)."""
         self.run_dir = Path(run_dir)
         self.header_path = self.run_dir / HEADER_FILE
-        self.predictions_path = self.run_dir / PREDICTIONS_FILE
-        self.images_path = self.run_dir / IMAGES_FILE
+        self.predictions_path = self.run_dir / PREDICTIONS_FILE.replace(".jsonl", f"{suffix}.jsonl")
+        self.images_path = self.run_dir / IMAGES_FILE.replace(".jsonl", f"{suffix}.jsonl")
         self._images: dict[str, dict[str, Any]] | None = None  # the image ledger, read lazily
         self._checked: set[str] = set()  # image keys hashed or verified by this process
 
@@ -113,6 +114,10 @@ class PredictionJournal:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def merge_images(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Add other journals' image ledger lines (a data-parallel run's ranks) that this ledger lacks."""
+        ledger = self.images()
+        self._write_image_entries([e for e in entries if ledger.get(e["image"]) != e])
 
     def images(self) -> dict[str, dict[str, Any]]:
         """The image ledger: image key -> {sha256, size, mtime_ns} (a later line for a key wins)."""

@@ -16,6 +16,7 @@ class GenerationKind(TaskKind):
     model_kind = "generation"
     model_families = ("opt", "t5")
     protocol_type = GenerationProtocol
+    data_parallel = True  # under torchrun, each rank answers its images (evalkit.engine.distributed)
 
     def run(self, job: RunJob) -> RunOutput:
         """Generate the samples not yet in the journal, batched; the journal then holds every answer."""
