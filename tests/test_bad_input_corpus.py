@@ -40,6 +40,7 @@ def assert_one_line_error(code: int, err: str, *named: str, results: Path | None
 @pytest.mark.parametrize("args, named", [
     (["--batch-size", "-1"], ["--batch-size", "-1"]),
     (["--batch-size", "0"], ["--batch-size", "0"]),
+    (["--device-map", "everywhere"], ["--device-map", "everywhere"]),
     (["--image-size", "7"], ["--image-size 7", "patch"]),
     (["--image-size", "0"], ["--image-size", "0"]),
     (["--limit", "0"], ["--limit", "0"]),

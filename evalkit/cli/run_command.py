@@ -14,6 +14,7 @@ from rich.table import Table
 from evalkit.core.errors import EvalkitError
 
 out = Console()
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's named device maps
 
 
 def _parse_columns(pairs: list[str]) -> dict[str, str]:
@@ -60,6 +61,8 @@ def run(
     run_id: Optional[str] = typer.Option(None, help="run folder name (default: derived from the inputs)"),
     overwrite: bool = typer.Option(False, help="discard an existing journal for this run and start again"),
     wait: bool = typer.Option(False, "--wait", help="wait for a run holding the run folder instead of refusing"),
+    device_map: Optional[str] = typer.Option(None, "--device-map",
+                                             help="auto: spread a model too large for one device (accelerate)"),
     skip_bad_images: bool = typer.Option(False, help="record missing/undecodable images as failed and go on"),
     include_path: List[str] = typer.Option([], help="folder of extra task files (repeatable)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
@@ -73,6 +76,8 @@ def run(
 
     task, model, cells = resolve_task_and_model(task, model, include_path)
     check_run_options(limit=limit, batch_size=batch_size, results=results, run_id=run_id)
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise EvalkitError(f"--device-map {device_map!r} is not one of {', '.join(DEVICE_MAPS)}")
     overrides = protocol_overrides(prompt=prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                    min_new_tokens=min_new_tokens, min_length=min_length, length_penalty=length_penalty,
                                    repetition_penalty=repetition_penalty, image_size=image_size, dtype=dtype,
@@ -82,7 +87,7 @@ def run(
                          overrides=overrides, prompt_variant=prompt_variant, protocol_name=protocol,
                          vqa_metric=vqa_metric,
                          results_dir=results, run_id=run_id,
-                         overwrite=overwrite, wait=wait, skip_bad_images=skip_bad_images,
+                         overwrite=overwrite, wait=wait, device_map=device_map, skip_bad_images=skip_bad_images,
                          include_paths=tuple(include_path), export_scores=scores,
                          show_progress=not quiet and sys.stderr.isatty())
     if cells:

@@ -28,6 +28,7 @@ class RunOptions:
     run_id: str | None = None
     overwrite: bool = False
     wait: bool = False  # wait for another process holding the run folder instead of refusing
+    device_map: str | None = None  # accelerate's device map ("auto"): a model larger than one device
     skip_bad_images: bool = False
     include_paths: tuple[str, ...] = ()
     export_scores: bool = False

@@ -92,7 +92,8 @@ def run_task(options: RunOptions) -> RunOutcome:
             journal.check_images(sample_set.samples, done)
         job = RunJob(task, entry, protocol, sample_set, options, run_dir, done,
                      load_checkpoint=lambda: load_checkpoint(entry, device_arg, protocol.dtype,
-                                                             known_weights_sha256=weights),
+                                                             known_weights_sha256=weights,
+                                                             device_map=options.device_map),
                      append=journal.append, completed=journal.completed)
         if ranks.world == 1:
             output = task.kind.run(job)

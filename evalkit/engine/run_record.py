@@ -75,6 +75,7 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
         },
         "runtime": {
             "device": str(device),
+            "device_map": _device_map(checkpoint, options),
             "device_name": device_description(device),
             "dtype": dtype_name(dtype),
             "image_size": protocol.image_size or entry.image_size,
@@ -112,3 +113,12 @@ def write_record(run_dir: Path, record: dict, scores) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, run_dir / SAMPLE_SCORES_FILE)
     write_json_atomic(run_dir / RUN_FILE, record)
+
+
+def _device_map(checkpoint, options) -> dict | None:
+    """Where accelerate put each part of the model under ``--device-map`` (None without it)."""
+    if not getattr(options, "device_map", None):
+        return None
+    placed = getattr(getattr(checkpoint, "model", None), "hf_device_map", None) or \
+        ({"": str(checkpoint.device)} if checkpoint is not None else {})  # one device: accelerate keeps no map
+    return {"requested": options.device_map, "placement": {str(k): str(v) for k, v in placed.items()}}

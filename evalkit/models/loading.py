@@ -152,10 +152,11 @@ def weights_sha256(directory: Path) -> str:
 
 
 def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None = None,
-                    known_weights_sha256: str | None = None) -> LoadedCheckpoint:
+                    known_weights_sha256: str | None = None, device_map: str | None = None) -> LoadedCheckpoint:
     """Load model + processor for a registry entry, on the chosen device and dtype.
 
-    ``known_weights_sha256`` skips re-hashing weight files the caller has already hashed.
+    ``known_weights_sha256`` skips re-hashing weight files the caller has already hashed. ``device_map``
+    ("auto") lets accelerate spread a model too large for one device; inputs go to the vision tower's device.
     """
     from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
     from transformers.utils import logging as hf_logging
@@ -170,7 +171,7 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
 
     try:
         processor = Blip2Processor.from_pretrained(directory)
-        model, loading_info = _from_pretrained(model_class, directory, torch_dtype)
+        model, loading_info = _from_pretrained(model_class, directory, torch_dtype, device_map)
     except SafetensorError as err:
         raise EvalkitError(f"cannot load checkpoint {entry.source}: {_corrupt_weight_file(directory, err)}") from None
     except (OSError, ValueError, KeyError) as err:
@@ -178,7 +179,11 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
         raise EvalkitError(f"cannot load checkpoint {entry.source}: {first_line}") from None
     check_loading_info(entry.source, loading_info)
     set_component_precision(model, entry.family, torch_device, dtype)
-    model.to(torch_device).eval()
+    if device_map:
+        torch_device = next(model.vision_model.parameters()).device
+    else:
+        model.to(torch_device)
+    model.eval()
     revision = directory.name if directory.parent.name == "snapshots" else "local"
     return LoadedCheckpoint(
         model=model,
@@ -223,12 +228,13 @@ def _corrupt_weight_file(directory: Path, err: Exception) -> str:
     return f"a weight file in {directory} is truncated or corrupt ({reason})"
 
 
-def _from_pretrained(model_class, directory: Path, torch_dtype: torch.dtype):
+def _from_pretrained(model_class, directory: Path, torch_dtype: torch.dtype, device_map: str | None = None):
     """(model, loading info with missing_keys / unexpected_keys / mismatched_keys)."""
+    placement = {"device_map": device_map} if device_map else {}
     try:
-        return model_class.from_pretrained(directory, dtype=torch_dtype, output_loading_info=True)
+        return model_class.from_pretrained(directory, dtype=torch_dtype, output_loading_info=True, **placement)
     except TypeError:  # transformers < 4.56 names it torch_dtype
-        return model_class.from_pretrained(directory, torch_dtype=torch_dtype, output_loading_info=True)
+        return model_class.from_pretrained(directory, torch_dtype=torch_dtype, output_loading_info=True, **placement)
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
