@@ -61,3 +61,17 @@ def test_synthetic_set_is_coco_sized_jpegs_in_the_official_layout(tmp_path):
     assert len(files) == 3 and Image.open(files[2]).size == (640, 480)
     questions = json.loads((tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())["questions"]
     assert len(questions) == 6
+
+
+def test_bench_measures_every_task_and_lever_combination_with_one_load(capsys):
+    results = _bench(["--tiny", "--task", "greedy30,vqav2", "--kv-cache", "dynamic,static", "--image-pipeline",
+                      "device", "-n", "10", "--baseline-samples", "1", "--device", "cpu"], capsys)
+    assert [(r["task"], r["levers"]["kv_cache"]) for r in results] == [
+        ("greedy30", "dynamic"), ("greedy30", "static"), ("vqav2", "dynamic"), ("vqav2", "static")]
+    assert {r["levers"]["image_pipeline"] for r in results} == {"device"}
+    assert all(r["batch_size"] == 8 and r["batch_size_probe_s"] is not None for r in results)  # auto on CPU
+    vqa = results[2]["padding"]
+    assert vqa["pad_fraction_sorted"] < vqa["pad_fraction_image_order"]  # mixed question lengths
+    assert results[0]["padding"]["pad_fraction_image_order"] == 0  # one caption prompt: nothing to pad
+    code, _, err = run_cli(["bench", "--tiny", "--kv-cache", "dynamic,paged"], capsys)
+    assert code == 2 and "unknown --kv-cache value 'paged'" in err

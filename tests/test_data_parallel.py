@@ -14,7 +14,7 @@ from evalkit.engine.distributed import Ranks, image_order, ranks_from_env, shard
 from evalkit.core.samples import Sample
 
 REPO = Path(__file__).resolve().parent.parent
-COMMAND = ["run", "shapes-vqa", "-m", "blip2-tiny-opt", "--limit", "60", "-q", "--batch-size", "8"]
+COMMAND = ["run", "shapes-vqa", "-m", "blip2-tiny-opt", "--limit", "60", "-q", "--batch-size", "2"]
 
 
 def _free_port() -> int:
@@ -78,7 +78,8 @@ def test_two_processes_equal_one_and_a_killed_rank_resumes(tmp_path):
     ranks = record["runtime"]["data_parallel"]["ranks"]
     assert [r["samples"] for r in ranks] == [30, 30] and sum(r["generated"] for r in ranks) == 60
 
-    # rank 1 is killed (kill -9) right after journaling its first batch, so the launcher stops rank 0 too;
+    # rank 1 is killed (kill -9) right after journaling its first window (whole images, >= 4 batches of 2), so the
+    # launcher stops rank 0 too;
     # then the same command resumes both shards
     wrapper = tmp_path / "rank1_dies.py"
     wrapper.write_text(RANK1_DIES)
@@ -87,7 +88,7 @@ def test_two_processes_equal_one_and_a_killed_rank_resumes(tmp_path):
     out, _ = process.communicate(timeout=120)
     assert process.returncode != 0 and not list(results.glob("*/shapes-vqa/*/run.json")), out
     (rank1,) = results.glob("*/shapes-vqa/*/predictions.rank1-of-2.jsonl")
-    assert rank1.read_bytes().count(b"\n") == 8
+    assert 8 <= rank1.read_bytes().count(b"\n") < 30  # one window of its 30 samples
     journaled = sum(p.read_bytes().count(b"\n") for p in results.glob("*/shapes-vqa/*/predictions.rank*.jsonl"))
     shutil.copytree(results, tmp_path / "killed-then-one-process")  # a one-process rerun resumes the shards too
     record, run_dir = _run(tmp_path / "killed-then-one-process")

@@ -14,7 +14,7 @@ from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.samples import Sample
 from evalkit.data.images import ImageSource
 from evalkit.demo.bundled import MODELS_DIR
-from evalkit.inference.generation_runner import batch_image_keys, load_images, order_by_image, run_single_turn
+from evalkit.inference.generation_runner import load_images, order_by_image, run_single_turn
 from evalkit.inference.image_prefetch import ImagePrefetcher, StageTimes, default_workers
 from evalkit.models.blip2_generation import Blip2Generator
 from evalkit.models.catalog import resolve_model
@@ -93,13 +93,6 @@ def test_a_bad_image_without_skipping_is_the_same_one_line_error(generator, tmp_
         run_single_turn(generator, samples, ImageSource(), protocol, journaled.extend, 2, decode_workers=2)
     assert str(parallel.value) == str(serial.value)
     assert "--skip-bad-images" in str(parallel.value)
-
-
-def test_batch_image_keys_load_each_image_once():
-    samples = order_by_image([Sample(str(i), f"img{i // 3}", "q") for i in range(10)])
-    batches = [samples[i:i + 4] for i in range(0, 10, 4)]
-    keys = batch_image_keys(batches)
-    assert keys == [["img0", "img1"], ["img2"], ["img3"]]
 
 
 def test_stage_times_and_worker_setting(generator, monkeypatch):

@@ -99,3 +99,49 @@ def test_retrieval_run_with_rerank_and_scores_export(tiny_itm, tmp_path, capsys)
 def test_generation_model_on_a_retrieval_task_is_refused(tiny_opt, tmp_path, capsys):
     code, _, err = run_cli(["run", "retrieval-coco", "-m", str(tiny_opt), "--data", str(tmp_path)], capsys)
     assert code == 2 and "cannot run" in err
+
+
+def test_cached_image_features_are_reused_only_on_the_images_they_were_computed_from(tiny_itm, tmp_path, capsys):
+    """A run killed after caching the image features but before journaling its predictions: the rerun reuses the
+    cache on the same bytes (moved or touched), and refuses by name an image whose bytes changed."""
+    import os
+    import shutil
+
+    write_karpathy(tmp_path / "data")
+    args = ["run", "retrieval-coco", "-m", str(tiny_itm), "--data", str(tmp_path / "data"), "--results",
+            str(tmp_path / "r"), "--no-rerank", "--image-size", "32", "--run-id", "one", "-q"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "r").glob("*/retrieval-coco/one")
+    first = json.loads((run_dir / "run.json").read_text())
+
+    def killed_before_journaling() -> None:
+        for name in ("predictions.jsonl", "images.jsonl", "run.json"):
+            (run_dir / name).unlink()
+
+    killed_before_journaling()
+    images = sorted((tmp_path / "data" / "val2017").glob("*.jpg"))
+    os.utime(images[0], ns=(1, 1))  # touched, same bytes: reused
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    again = json.loads((run_dir / "run.json").read_text())
+    assert again["runtime"]["images_encoded"] == 0 and again["metrics"] == first["metrics"]
+
+    killed_before_journaling()
+    shutil.copy(images[1], images[0])  # another picture under the same name
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and images[0].name in err and "image_feats.pt" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (run_dir / "run.json").exists()
+    code, _, err = run_cli(args + ["--overwrite"], capsys)
+    assert code == 0, err
+    assert json.loads((run_dir / "run.json").read_text())["runtime"]["images_encoded"] == 6
+
+
+def test_a_cache_without_its_images_identity_is_recomputed(tmp_path):
+    from evalkit.core.samples import Sample
+    from evalkit.inference.retrieval_runner import cached_image_feats
+
+    torch.save(torch.zeros(1, 2, 3), tmp_path / "image_feats.pt")  # written before caches recorded their images
+    assert cached_image_feats(tmp_path / "image_feats.pt", [Sample("1", str(tmp_path / "a.jpg"))]) is None
+    assert cached_image_feats(tmp_path / "absent.pt", []) is None

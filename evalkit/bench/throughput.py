@@ -15,7 +15,9 @@ from evalkit.bench.synthetic_data import write_vqa_set
 from evalkit.core.protocol import GenerationProtocol
 from evalkit.data.data_arg import parse_data_arg
 from evalkit.data.vqa_datasets import load_vqa_set
-from evalkit.inference.generation_runner import render_prompt, run_single_turn
+from evalkit.inference.batch_plan import padding_tokens, plan_windows
+from evalkit.inference.batch_size_probe import auto_batch_size
+from evalkit.inference.generation_runner import prompt_lengths, render_prompt, run_single_turn
 from evalkit.inference.image_prefetch import StageTimes, default_workers
 from evalkit.metrics.vqa_accuracy import score_vqa
 from evalkit.models.blip2_generation import Blip2Generator
@@ -31,7 +33,6 @@ TASKS = {
                                    min_new_tokens=30),
 }
 QUESTIONS_PER_IMAGE = {"vqav2": 5, "coco-caption": 1, "greedy30": 1}  # VQAv2 val: 214,354 q / 40,504 images
-AUTO_GPU_BATCH = 256
 
 
 def bench_protocol(task: str, max_new_tokens: int | None = None) -> GenerationProtocol:
@@ -51,7 +52,7 @@ def per_image_loop(generator: Blip2Generator, samples, images, protocol: Generat
     """Seconds for the per-image loop over ``samples``: open, preprocess, encode, generate, one at a time."""
     started = time.perf_counter()
     for sample in samples:
-        pixels = generator.pixel_values([images.open(sample.image)])
+        pixels = generator.image_pipeline.batch([generator.image_pipeline.worker(images.open(sample.image))])
         generator.generate(generator.encode_images(pixels), [render_prompt(protocol, sample.question)], protocol)
     _sync(generator.device)
     return time.perf_counter() - started
@@ -60,18 +61,23 @@ def per_image_loop(generator: Blip2Generator, samples, images, protocol: Generat
 def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: int = 64,
               batch_size: int | None = None, decode_workers: int | None = None, image_size: int | None = None,
               baseline_samples: int = 8, questions_per_image: int | None = None,
-              max_new_tokens: int | None = None, work_dir: Path | None = None) -> dict:
-    """Measure the batched runner and the per-image loop on the same synthetic VQAv2-format set; a JSON dict."""
+              max_new_tokens: int | None = None, work_dir: Path | None = None, kv_cache: str = "dynamic",
+              image_pipeline: str = "lavis") -> dict:
+    """Measure the batched runner and the per-image loop on the same synthetic VQAv2-format set; a JSON dict.
+    ``batch_size`` None is ``--batch-size auto``: the probe's size on a GPU."""
     device = checkpoint.device
     protocol = bench_protocol(task, max_new_tokens)
     per_image = questions_per_image or QUESTIONS_PER_IMAGE[task]
-    batch = batch_size or (AUTO_GPU_BATCH if device.type == "cuda" else 8)
     workers = decode_workers or default_workers()
-    generator = Blip2Generator(checkpoint, image_size)
+    generator = Blip2Generator(checkpoint, image_size, kv_cache, image_pipeline)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         data = write_vqa_set(Path(tmp), math.ceil(num_samples / per_image), per_image)
         sample_set = load_vqa_set(parse_data_arg(str(data)), "val")
         samples = sample_set.samples[:num_samples]
+        probe_started = time.perf_counter()
+        batch = batch_size or auto_batch_size(generator, [render_prompt(protocol, s.question) for s in samples],
+                                              protocol, len(samples))
+        probe_seconds = time.perf_counter() - probe_started
         # warm-up (kernels, allocator, lazy imports) on a few samples, not counted
         run_single_turn(generator, samples[:min(len(samples), 2)], sample_set.images, protocol, lambda p: None,
                         2, decode_workers=workers)
@@ -95,6 +101,11 @@ def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: in
     return {
         "model": checkpoint.entry.name, "task": task, "device": _device_name(device),
         "dtype": str(checkpoint.dtype).replace("torch.", ""), "image_size": generator.image_size,
+        "levers": {"kv_cache": kv_cache, "image_pipeline": image_pipeline,
+                   "attn_implementation": getattr(checkpoint.model.config, "_attn_implementation", None),
+                   "batch_order": "length-sorted in windows of whole images"},
+        "batch_size_probe_s": round(probe_seconds, 3) if batch_size is None else None,
+        "padding": _padding(generator, samples, protocol, batch),
         "protocol": {"num_beams": protocol.num_beams, "new_tokens": protocol.max_new_tokens,
                      "prompt": protocol.prompt},
         "num_samples": len(samples), "num_images": times.images, "questions_per_image": per_image,
@@ -112,6 +123,18 @@ def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: in
         "ratio_to_baseline": round(samples_per_s / baseline_rate, 2),
         "score_accuracy": getattr(accuracy, "overall", None),
     }
+
+
+def _padding(generator: Blip2Generator, samples, protocol: GenerationProtocol, batch: int) -> dict:
+    """Pad tokens in the prompt batches with length sorting and without (image order), as fractions."""
+    lengths = prompt_lengths(generator, {s.id: render_prompt(protocol, s.question) for s in samples}, protocol)
+    length = lambda s: lengths[s.id]
+    windows = plan_windows(samples, batch, length)
+    image_order = [s for w in windows for s in w.samples]
+    sorted_pads, tokens = padding_tokens([b for w in windows for b in w.batches], length)
+    unsorted_pads, _ = padding_tokens([image_order[i:i + batch] for i in range(0, len(image_order), batch)], length)
+    return {"pad_fraction_sorted": round(sorted_pads / (tokens + sorted_pads), 4),
+            "pad_fraction_image_order": round(unsorted_pads / (tokens + unsorted_pads), 4)}
 
 
 def _device_name(device: torch.device) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Optional
 
@@ -20,9 +21,14 @@ def bench(
                                         "shipped config with random weights (nothing downloaded)"),
     tiny: bool = typer.Option(False, "--tiny", help="the bundled trained tiny model of the model's family "
                               "(runs on CPU in seconds)"),
-    task: str = typer.Option("vqav2", help="vqav2 (5 beams, 10 tokens), coco-caption (5 beams, 30), greedy30"),
+    task: str = typer.Option("vqav2", help="vqav2 (5 beams, 10 tokens), coco-caption (5 beams, 30), greedy30; "
+                                           "TASK,TASK,... measures each with the model loaded once"),
     num_samples: int = typer.Option(64, "--num-samples", "-n", min=1),
-    batch_size: str = typer.Option("auto", help="a number, or auto (256 on a GPU, halved on out-of-memory; 8 on CPU)"),
+    batch_size: str = typer.Option("auto", help="a number, or auto (the largest that fits on a GPU, found by a "
+                                                "probe; 8 on CPU)"),
+    kv_cache: str = typer.Option("dynamic", help="dynamic, static, or dynamic,static to measure both"),
+    image_pipeline: str = typer.Option("lavis", help="lavis, device, or lavis,device to measure both"),
+    attn_implementation: str = typer.Option("sdpa", help="sdpa, eager, or sdpa,eager to measure both"),
     workers: Optional[int] = typer.Option(None, help="decode + preprocess threads (default: the cores, at most 8)",
                                           min=1),
     image_size: Optional[int] = typer.Option(None, help="image size (default: the model's)"),
@@ -31,17 +37,40 @@ def bench(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (default: the family's)"),
 ) -> None:
-    """Throughput through evalkit's loader and runner, stage times and the same-run per-image-loop ratio."""
-    from evalkit.bench.throughput import TASKS, run_bench
+    """Throughput through evalkit's loader and runner, stage times and the same-run per-image-loop ratio.
 
-    if task not in TASKS:
-        raise EvalkitError(f"unknown bench task {task!r}; use one of {', '.join(TASKS)}")
+    Comma-separated tasks and lever values measure every combination with the model loaded once; the JSON is
+    then a list."""
+    from evalkit.bench.throughput import TASKS, run_bench
+    from evalkit.models.blip2_generation import KV_CACHES
+    from evalkit.models.image_preprocessing import IMAGE_PIPELINES
+    from evalkit.models.loading import ATTN_IMPLEMENTATIONS
+
+    tasks = _choices("bench task", task, tuple(TASKS))
+    caches = _choices("--kv-cache value", kv_cache, KV_CACHES)
+    pipelines = _choices("--image-pipeline value", image_pipeline, IMAGE_PIPELINES)
+    kernels = _choices("--attn-implementation value", attn_implementation, ATTN_IMPLEMENTATIONS)
     if batch_size != "auto" and not batch_size.isdigit():
         raise EvalkitError(f"--batch-size must be a number or auto, not {batch_size!r}")
     checkpoint = _checkpoint(model, random_weights, tiny, device, dtype, image_size)
-    result = run_bench(checkpoint, task, num_samples, None if batch_size == "auto" else int(batch_size), workers,
-                       image_size, baseline_samples, max_new_tokens=max_new_tokens)
-    typer.echo(json.dumps(result, indent=1))
+    results = []
+    for kernel in kernels:
+        checkpoint.model.set_attn_implementation(kernel)
+        for name, cache, pipeline in itertools.product(tasks, caches, pipelines):
+            results.append(run_bench(checkpoint, name, num_samples, None if batch_size == "auto" else int(batch_size),
+                                     workers, image_size, baseline_samples, max_new_tokens=max_new_tokens,
+                                     kv_cache=cache, image_pipeline=pipeline))
+            typer.echo(json.dumps(results[-1]), err=True)  # each as it lands, in case a later one fails
+    typer.echo(json.dumps(results[0] if len(results) == 1 else results, indent=1))
+
+
+def _choices(what: str, value: str, known: tuple[str, ...]) -> list[str]:
+    """``a,b`` -> [a, b], each one of ``known``; a one-line error otherwise."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    for name in names or [value]:
+        if name not in known:
+            raise EvalkitError(f"unknown {what} {name!r}; use one of {', '.join(known)}")
+    return names
 
 
 def _checkpoint(model: str, random_weights: bool, tiny: bool, device: str, dtype: Optional[str],

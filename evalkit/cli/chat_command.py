@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import typer
 
-from evalkit.cli.caption_command import (DEVICE, DTYPE, IMAGE_SIZE, JSONL, LENGTH_PENALTY, MAX_NEW_TOKENS,
-                                         MIN_NEW_TOKENS, MODEL, NUM_BEAMS, PROMPT_VARIANT, REPETITION_PENALTY,
-                                         URL_TIMEOUT, load_model, overrides, write_jsonl)
+from evalkit.cli.caption_command import write_jsonl
+from evalkit.cli.model_options import (DEVICE, DTYPE, IMAGE_SIZE, JSONL, LENGTH_PENALTY, MAX_NEW_TOKENS,
+                                        MIN_NEW_TOKENS, MODEL, NUM_BEAMS, PROMPT_VARIANT, REPETITION_PENALTY,
+                                        URL_TIMEOUT, load_model, overrides)
 from evalkit.core.errors import EvalkitError
 
 COMMANDS = {"/reset": "forget the conversation so far", "/quit": "leave"}
@@ -40,58 +41,77 @@ def chat(
     url_timeout: float = URL_TIMEOUT,
 ) -> None:
     """Chat about an image: earlier turns stay in the prompt; /reset starts again, /quit ends."""
-    from evalkit.api.image_inputs import resolve_each
-    from evalkit.api.model import task_for
-
     flags = overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                       length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size)
     turns = _script_lines(script) if script is not None else None
+    conversation = _start_conversation(image, model, device, dtype, url_timeout,
+                                       prompt=prompt, prompt_variant=prompt_variant, **flags)
+    interactive = turns is None and sys.stdin.isatty()
+    lines = turns if turns is not None else _typed_lines(interactive)
+    records = []
+    try:
+        _converse(conversation, lines, interactive, records)
+    except KeyboardInterrupt:
+        _say("")
+    finally:
+        write_jsonl(jsonl, records)
+
+
+def _start_conversation(image: str, model: Optional[str], device: str, dtype: Optional[str], url_timeout: float,
+                        **chat_options):
+    """The conversation about the image, announced with its model, protocol and context budget."""
+    from evalkit.api.image_inputs import resolve_each
+    from evalkit.api.model import task_for
+
     inputs = resolve_each([image], url_timeout)  # bad input fails before the model loads
     loaded = load_model(model, "chat", device, dtype, None)
-    conversation = loaded.chat(inputs, prompt=prompt, prompt_variant=prompt_variant, url_timeout_s=url_timeout,
-                               **flags)
+    conversation = loaded.chat(inputs, url_timeout_s=url_timeout, **chat_options)
     task = task_for("chat", loaded.entry).name
     _say(f"chat with {loaded.name} about {conversation.image}\n"
          f"protocol {task} {conversation.fingerprint[:12]} · context {conversation.context_tokens} tokens "
          f"({conversation.generator.num_query_tokens} for the image, "
          f"{conversation.protocol.max_new_tokens} for the answer) · /reset starts again, /quit ends")
-    interactive = turns is None and sys.stdin.isatty()
-    lines = turns if turns is not None else _typed_lines(interactive)
-    records = []
+    return conversation
+
+
+def _converse(conversation, lines: Iterable[str], interactive: bool, records: list) -> None:
+    """Each line a question or a command, until /quit or the last line; answered turns go into ``records``."""
     dropped = 0
-    try:
-        for line in lines:
-            text = line.strip()
-            if not text:
-                continue
-            if not interactive:
-                _say(f"you> {text}")
-            if text == "/quit":
-                break
-            if text == "/reset":
-                conversation.reset()
-                dropped = 0
-                _say("(conversation reset)")
-                continue
-            if text.startswith("/"):
-                _say("commands: " + ", ".join(f"{name} ({what})" for name, what in COMMANDS.items()))
-                continue
-            try:
-                turn = conversation.ask(text)
-            except EvalkitError as error:  # a too-long question ends the turn, not the conversation
-                _say(f"error: {error}")
-                continue
-            if turn.dropped_turns > dropped:
-                oldest = ("the oldest turn is" if turn.dropped_turns == 1
-                          else f"the oldest {turn.dropped_turns} turns are")
-                _say(f"(the context is full: {oldest} left out of the prompt, {turn.kept_turns} kept)")
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if not interactive:
+            _say(f"you> {text}")
+        if text == "/quit":
+            break
+        if text == "/reset":
+            conversation.reset()
+            dropped = 0
+            _say("(conversation reset)")
+            continue
+        if text.startswith("/"):
+            _say("commands: " + ", ".join(f"{name} ({what})" for name, what in COMMANDS.items()))
+            continue
+        turn = _ask(conversation, text, dropped)
+        if turn is not None:
             dropped = turn.dropped_turns
             records.append(turn)
             _say(f"model> {turn.answer}")
-    except KeyboardInterrupt:
-        _say("")
-    finally:
-        write_jsonl(jsonl, records)
+
+
+def _ask(conversation, text: str, dropped: int):
+    """The turn answering ``text``, with a notice when more old turns no longer fit; None after an error."""
+    try:
+        turn = conversation.ask(text)
+    except EvalkitError as error:  # a too-long question ends the turn, not the conversation
+        _say(f"error: {error}")
+        return None
+    if turn.dropped_turns > dropped:
+        oldest = ("the oldest turn is" if turn.dropped_turns == 1
+                  else f"the oldest {turn.dropped_turns} turns are")
+        _say(f"(the context is full: {oldest} left out of the prompt, {turn.kept_turns} kept)")
+    return turn
 
 
 def _say(text: str) -> None:

@@ -37,7 +37,8 @@ def run(
     images: Optional[Path] = typer.Option(None, help="image folder, when not beside the annotation file"),
     column: List[str] = typer.Option([], help="HF dataset column mapping NAME=COLUMN (repeatable)"),
     limit: Optional[int] = typer.Option(None, help="first N samples only (the result is marked non-reportable)"),
-    batch_size: Optional[int] = typer.Option(None, help="samples per batch (default: 8 on CPU, 32 on GPU)"),
+    batch_size: Optional[str] = typer.Option(None, help="samples per batch, or auto: the largest that fits "
+                                                       "(default: auto on a GPU, 8 on CPU)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps"),
     dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (default: per model family)"),
     prompt: Optional[str] = typer.Option(None, help="prompt template; {question} is the question; '' = none"),
@@ -63,6 +64,11 @@ def run(
     wait: bool = typer.Option(False, "--wait", help="wait for a run holding the run folder instead of refusing"),
     device_map: Optional[str] = typer.Option(None, "--device-map",
                                              help="auto: spread a model too large for one device (accelerate)"),
+    attn_implementation: Optional[str] = typer.Option(None, help="eager, sdpa or flash_attention_2 "
+                                                                 "(default: transformers', sdpa)"),
+    kv_cache: str = typer.Option("dynamic", help="dynamic, or static (fixed-size; compiled decoding on a GPU)"),
+    image_pipeline: str = typer.Option("lavis", help="lavis (the paper's pixels), or device: resize and normalise "
+                                                     "on the GPU (pixels within 1-2 levels; not reportable)"),
     skip_bad_images: bool = typer.Option(False, help="record missing/undecodable images as failed and go on"),
     include_path: List[str] = typer.Option([], help="folder of extra task files (repeatable)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
@@ -75,9 +81,10 @@ def run(
     from evalkit.core.run_options import RunOptions
 
     task, model, cells = resolve_task_and_model(task, model, include_path)
+    batch_size = parse_batch_size(batch_size)
     check_run_options(limit=limit, batch_size=batch_size, results=results, run_id=run_id)
-    if device_map is not None and device_map not in DEVICE_MAPS:
-        raise EvalkitError(f"--device-map {device_map!r} is not one of {', '.join(DEVICE_MAPS)}")
+    check_runtime_choices(device_map=device_map, attn_implementation=attn_implementation, kv_cache=kv_cache,
+                          image_pipeline=image_pipeline)
     overrides = protocol_overrides(prompt=prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                    min_new_tokens=min_new_tokens, min_length=min_length, length_penalty=length_penalty,
                                    repetition_penalty=repetition_penalty, image_size=image_size, dtype=dtype,
@@ -88,6 +95,7 @@ def run(
                          vqa_metric=vqa_metric,
                          results_dir=results, run_id=run_id,
                          overwrite=overwrite, wait=wait, device_map=device_map, skip_bad_images=skip_bad_images,
+                         attn_implementation=attn_implementation, kv_cache=kv_cache, image_pipeline=image_pipeline,
                          include_paths=tuple(include_path), export_scores=scores,
                          show_progress=not quiet and sys.stderr.isatty())
     if cells:
@@ -129,11 +137,34 @@ def run_and_print_sweep(cells, options, json_out: bool) -> int:
     return print_sweep(swept)
 
 
-def check_run_options(limit: int | None, batch_size: int | None, results: Path, run_id: str | None) -> None:
+def parse_batch_size(value: str | int | None) -> int | str | None:
+    """--batch-size: a whole number, or auto; a one-line error otherwise."""
+    if value is None or isinstance(value, int) or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise EvalkitError(f"--batch-size must be a whole number or auto (got {value!r})") from None
+
+
+def check_runtime_choices(**chosen: str | None) -> None:
+    """--device-map, --attn-implementation, --kv-cache, --image-pipeline: each one of its choices, before loading."""
+    from evalkit.models.blip2_generation import KV_CACHES
+    from evalkit.models.image_preprocessing import IMAGE_PIPELINES
+    from evalkit.models.loading import ATTN_IMPLEMENTATIONS
+
+    choices = {"device_map": DEVICE_MAPS, "attn_implementation": ATTN_IMPLEMENTATIONS, "kv_cache": KV_CACHES,
+               "image_pipeline": IMAGE_PIPELINES}
+    for name, value in chosen.items():
+        if value is not None and value not in choices[name]:
+            raise EvalkitError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(choices[name])}")
+
+
+def check_run_options(limit: int | None, batch_size: int | str | None, results: Path, run_id: str | None) -> None:
     """The run options that need no task or model, checked before anything loads (a one-line error, exit 2)."""
     if limit is not None and limit < 1:
         raise EvalkitError(f"--limit must be at least 1 (got {limit})")
-    if batch_size is not None and batch_size < 1:
+    if isinstance(batch_size, int) and batch_size < 1:
         raise EvalkitError(f"--batch-size must be at least 1 (got {batch_size}); leave it out for the default")
     if run_id is not None and (not run_id.strip() or run_id in (".", "..") or any(c in run_id for c in "/\\")):
         raise EvalkitError(f"--run-id must be a plain folder name (got {run_id!r})")

@@ -18,7 +18,7 @@ class RunOptions:
     images: Path | None = None
     columns: dict[str, str] = field(default_factory=dict)
     limit: int | None = None
-    batch_size: int | None = None
+    batch_size: int | str | None = None  # a number, "auto" (the largest that fits), or None: auto on a GPU
     device: str = "auto"
     overrides: dict[str, Any] = field(default_factory=dict)
     prompt_variant: str | None = None
@@ -29,6 +29,9 @@ class RunOptions:
     overwrite: bool = False
     wait: bool = False  # wait for another process holding the run folder instead of refusing
     device_map: str | None = None  # accelerate's device map ("auto"): a model larger than one device
+    attn_implementation: str | None = None  # transformers' attention kernels (None: its default, sdpa)
+    kv_cache: str = "dynamic"  # "static": a fixed-size KV cache (transformers compiles decoding on a GPU)
+    image_pipeline: str = "lavis"  # "device": resize + normalise on the model's device (not the paper's pixels)
     skip_bad_images: bool = False
     include_paths: tuple[str, ...] = ()
     export_scores: bool = False

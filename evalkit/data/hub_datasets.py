@@ -11,14 +11,20 @@ cache). ``datasets.load_dataset("ORG/NAME")`` is not used: it does not read the 
 Arrow copy would double the disk for image datasets. The parquet files are read with pyarrow: text columns
 in record batches (never the whole split in memory), images one row group at a time when a sample asks for
 one (:class:`HubImageSource`).
+
+An image is keyed ``hub-row:TAG:ROW``: TAG names its parquet file (the start of the blob's etag), so a key means
+the same row in every run. The sha256 of each row's image bytes is kept as they are read, and :func:`row_record`
+gives the run's image ledger (``images.jsonl``) a line per row, as for image files.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,12 +36,12 @@ from PIL import Image
 from evalkit.core.errors import EvalkitError
 from evalkit.core.progress import progress_bar
 from evalkit.core.sample_set import file_sha256
-from evalkit.data.images import BadImageError, decode_rgb
+from evalkit.data.images import HUB_ROW_PREFIX, BadImageError, decode_rgb
 
-HUB_ROW_PREFIX = "hub-row:"
 ETAG_TIMEOUT_S = 10  # the reachability probe and metadata requests give up after this
 # File downloads time out after huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT (10 s without data by default).
 _SHOW_PROGRESS = threading.local()
+_SOURCES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # file tag -> a HubImageSource reading it
 
 
 @contextmanager
@@ -233,17 +239,53 @@ class ParquetTable:
     def iter_rows(self, columns: Sequence[str], description: str) -> Iterator[tuple[str, dict]]:
         """``(row key, {column: value})`` for each row, text columns only, with a progress bar."""
         with progress_bar(description, self.num_rows, enabled=_show_progress()) as advance:
-            for file_index, parquet in enumerate(self.files):
-                row = 0
+            for path, parquet in zip(self.paths, self.files):
+                row, tag = 0, file_tag(path)
                 for batch in parquet.iter_batches(columns=list(columns), batch_size=8192):
                     for record in batch.to_pylist():
-                        yield f"{HUB_ROW_PREFIX}{file_index}:{row}", record
+                        yield f"{HUB_ROW_PREFIX}{tag}:{row}", record
                         row += 1
                     advance(batch.num_rows)
 
 
+def file_tag(path: Path) -> str:
+    """The TAG of a file's ``hub-row:TAG:ROW`` keys: the start of its hub-cache blob name (its etag), else of the
+    sha256 of its real path."""
+    real = Path(os.path.realpath(path))
+    name = real.name if Path(path).is_symlink() and real.parent.name == "blobs" else \
+        hashlib.sha256(str(real).encode()).hexdigest()
+    return name[:16]
+
+
+def row_record(key: str) -> dict | None:
+    """The image ledger line of a hub row: the sha256 and size of its image bytes, and its parquet file's size
+    and mtime (an unchanged file is not read again); None when no loaded dataset has the row or it cannot be read."""
+    source = _SOURCES.get(_split_key(key)[0])
+    return source.record(key) if source is not None else None
+
+
+def row_file_stat(key: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of the parquet file holding a hub row, None when unknown or missing."""
+    source = _SOURCES.get(_split_key(key)[0])
+    return source.file_stat(key) if source is not None else None
+
+
+def _split_key(key: str) -> tuple[str, int]:
+    tag, _, row = key[len(HUB_ROW_PREFIX):].rpartition(":")
+    return tag, int(row)
+
+
+def _image_bytes(value) -> bytes | None:
+    if isinstance(value, dict) and value.get("bytes"):
+        return value["bytes"]
+    if isinstance(value, dict) and value.get("path"):
+        with open(value["path"], "rb") as handle:
+            return handle.read()
+    return bytes(value) if isinstance(value, (bytes, bytearray)) else None
+
+
 class HubImageSource:
-    """Opens ``hub-row:FILE:ROW`` keys by reading the image column of that row's row group.
+    """Opens ``hub-row:TAG:ROW`` keys by reading the image column of that row's row group.
 
     Loaders give every question of an image the key of the image's first row, so an image is decoded once
     however many rows repeat its bytes (VQAv2). One row group's image bytes and a few decoded images are kept;
@@ -253,11 +295,15 @@ class HubImageSource:
     def __init__(self, paths: Sequence[Path], image_column: str, decoded_capacity: int = 16):
         self.paths = list(paths)
         self.image_column = image_column
+        self._index = {file_tag(p): i for i, p in enumerate(self.paths)}
+        self._digests: dict[str, tuple[str, int]] = {}  # key -> (sha256, size) of the image bytes read
         self._files: dict[int, object] = {}
         self._group: tuple[int, int, list] | None = None  # (file, row group, image values)
         self._decoded: OrderedDict[str, Image.Image] = OrderedDict()
         self._capacity = decoded_capacity
         self._lock = threading.Lock()
+        for tag in self._index:
+            _SOURCES[tag] = self
 
     def open(self, key: str) -> Image.Image:
         """The image as RGB; BadImageError names the key when it cannot be read or decoded."""
@@ -281,15 +327,46 @@ class HubImageSource:
         """Hub rows are checked when opened; plain file keys here."""
         return [k for k in keys if not k.startswith(HUB_ROW_PREFIX) and not Path(k).is_file()]
 
+    def record(self, key: str) -> dict | None:
+        """The ledger line of a row (see :func:`row_record`): the digest of the bytes this source read for it."""
+        stat = self.file_stat(key)
+        if stat is None:
+            return None
+        with self._lock:
+            if key not in self._digests:
+                try:
+                    self._value(key)
+                except BadImageError:
+                    return None
+            digest = self._digests.get(key)
+        if digest is None:
+            return None
+        return {"image": key, "sha256": digest[0], "size": digest[1], "file_size": stat[0], "file_mtime_ns": stat[1]}
+
+    def file_stat(self, key: str) -> tuple[int, int] | None:
+        """(size, mtime_ns) of the parquet file holding ``key``, None when it is not this source's or is missing."""
+        index = self._index.get(_split_key(key)[0])
+        try:
+            stat = os.stat(self.paths[index]) if index is not None else None
+        except OSError:
+            return None
+        return (stat.st_size, stat.st_mtime_ns) if stat else None
+
     def _value(self, key: str):
         try:
-            file_index, row = (int(x) for x in key[len(HUB_ROW_PREFIX):].split(":"))
+            tag, row = _split_key(key)
+            file_index = self._index[tag]
             parquet = self._file(file_index)
             group, offset = _row_group_of(parquet, row)
             if self._group is None or self._group[:2] != (file_index, group):
                 table = parquet.read_row_group(group, columns=[self.image_column])
                 self._group = (file_index, group, table.column(0).to_pylist())
-            return self._group[2][offset]
+            value = self._group[2][offset]
+            if key not in self._digests:
+                data = _image_bytes(value)
+                if data is not None:
+                    self._digests[key] = (hashlib.sha256(data).hexdigest(), len(data))
+            return value
         except BadImageError:
             raise
         except Exception as err:  # noqa: BLE001 - any parquet failure is a bad image row

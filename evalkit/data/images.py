@@ -1,7 +1,9 @@
-"""Where a dataset's images come from: files on disk or a Hugging Face dataset column."""
+"""Where a dataset's images come from (files on disk or a Hugging Face dataset column), and how the bytes
+read for one are identified (:func:`image_record`, the lines of a run's ``images.jsonl``)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from evalkit.core.errors import EvalkitError
 
 HF_ROW_PREFIX = "hf-row:"
+HUB_ROW_PREFIX = "hub-row:"  # evalkit.data.hub_datasets's parquet rows
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # What PIL raises for a file it cannot open or decode, and for a decompression bomb: an image over
@@ -62,6 +65,40 @@ class ImageSource:
     def missing_files(self, keys: list[str]) -> list[str]:
         """The file keys that do not exist (cheap check before a long run)."""
         return [k for k in keys if not k.startswith(HF_ROW_PREFIX) and not Path(k).is_file()]
+
+
+def image_record(key: str) -> dict[str, Any] | None:
+    """What identifies an image's bytes now: a file's sha256 (with the size and mtime that let a later check skip
+    re-hashing it), or a hub row's bytes' sha256 (with its parquet file's size and mtime); None for ``hf-row:``
+    keys (identified by the dataset fingerprint) and for an unreadable image."""
+    if key.startswith(HF_ROW_PREFIX):
+        return None
+    if key.startswith(HUB_ROW_PREFIX):
+        from evalkit.data.hub_datasets import row_record
+
+        return row_record(key)
+    from evalkit.core.sample_set import file_sha256
+
+    try:
+        stat = os.stat(key)
+        return {"image": key, "sha256": file_sha256(key), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    except OSError:
+        return None
+
+
+def record_unchanged(key: str, record: dict[str, Any]) -> bool:
+    """The cheap check: ``key`` is the recorded image and its file's size and mtime are as recorded."""
+    if key != record.get("image") or key.startswith(HF_ROW_PREFIX):
+        return False
+    if key.startswith(HUB_ROW_PREFIX):
+        from evalkit.data.hub_datasets import row_file_stat
+
+        return row_file_stat(key) == (record.get("file_size"), record.get("file_mtime_ns"))
+    try:
+        stat = os.stat(key)
+    except OSError:
+        return False
+    return stat.st_size == record.get("size") and stat.st_mtime_ns == record.get("mtime_ns")
 
 
 def decode_rgb(key: str, source) -> Image.Image:

@@ -79,7 +79,7 @@ def run_task(options: RunOptions) -> RunOutcome:
     directory = checkpoint_directory(entry.source)
     check_image_size(directory, protocol.image_size)
     weights = weights_sha256(directory)
-    header = journal_header(task, entry, protocol, sample_set, weights, dtype_name(dtype))
+    header = journal_header(task, entry, protocol, sample_set, weights, dtype_name(dtype), options.image_pipeline)
     run_id = options.run_id or header_id(header)
     run_dir = Path(options.results_dir) / safe_name(entry.name) / task.name / run_id
     journal = PredictionJournal(run_dir)
@@ -93,7 +93,8 @@ def run_task(options: RunOptions) -> RunOutcome:
         job = RunJob(task, entry, protocol, sample_set, options, run_dir, done,
                      load_checkpoint=lambda: load_checkpoint(entry, device_arg, protocol.dtype,
                                                              known_weights_sha256=weights,
-                                                             device_map=options.device_map),
+                                                             device_map=options.device_map,
+                                                             attn_implementation=options.attn_implementation),
                      append=journal.append, completed=journal.completed)
         if ranks.world == 1:
             output = task.kind.run(job)
@@ -137,8 +138,10 @@ def score_run(job: RunJob, output, official_file: Path | None) -> ScoreResult:
 
 
 def journal_header(task: TaskSpec, entry: ModelEntry, protocol, sample_set: SampleSet, weights: str,
-                   dtype: str) -> dict:
-    """Everything the predictions depend on; a journal only resumes under the same header."""
+                   dtype: str, image_pipeline: str = "lavis") -> dict:
+    """Everything the predictions depend on; a journal only resumes under the same header. The image pipeline
+    is named only when it is not LAVIS's, so runs made before it could change keep their run ids."""
+    pipeline = {} if image_pipeline == "lavis" else {"image_pipeline": image_pipeline}
     return {
         "task": task.name,
         "task_version": task.version,
@@ -148,6 +151,7 @@ def journal_header(task: TaskSpec, entry: ModelEntry, protocol, sample_set: Samp
         "dtype": dtype,
         "data": sha256_of({k: v for k, v in sample_set.identity.items() if k != "source"}),
         "sample_ids": sha256_of([s.id for s in sample_set.samples]),
+        **pipeline,
     }
 
 

@@ -2,12 +2,12 @@
 
 Layout of a run directory: ``journal.json`` (what the predictions depend on),
 ``predictions.jsonl`` (one line per sample, appended, flushed and fsynced per batch),
-``images.jsonl`` (the sha256, size and mtime of each image file the predictions were made on, written before
-the predictions that used it) and ``.lock`` (held by the one process working in the folder).
+``images.jsonl`` (the sha256, size and mtime of each image file the predictions were made on, or the sha256
+of a hub parquet row's image bytes with its file's size and mtime, written before the predictions that used it) and ``.lock`` (held by the one process working in the folder).
 A line cut short by a crash (kill -9 mid-write) is dropped when the journal is reopened.
 
 A resumed run re-checks the images of its journaled answers: an unchanged size and mtime is enough, otherwise
-the file is hashed again, and an image whose bytes changed is refused by name (``--overwrite`` starts again).
+the file (or the hub row) is hashed again, and an image whose bytes changed is refused by name (``--overwrite`` starts again).
 Failed samples are exempt: they are answered again on the next run.
 """
 
@@ -24,12 +24,13 @@ from typing import Any, Iterable, Iterator
 from evalkit.core.atomic_files import write_json_atomic
 from evalkit.core.errors import EvalkitError
 from evalkit.core.samples import Prediction
+from evalkit.data.images import HF_ROW_PREFIX, image_record, record_unchanged
 
 HEADER_FILE = "journal.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 IMAGES_FILE = "images.jsonl"
 LOCK_FILE = ".lock"
-NOT_FILE_PREFIXES = ("hf-row:", "hub-row:")  # image keys that are dataset rows, identified by the data hash
+NOT_FILE_PREFIXES = ("hf-row:", "hub-row:")  # image keys that are dataset rows, not files
 
 
 class PredictionJournal:
@@ -154,15 +155,15 @@ class PredictionJournal:
                 continue
             key = sample.image
             recorded = ledger.get(previous.image or key)
-            if recorded is None or not _is_file_key(key) or key in self._checked:
+            if recorded is None or key.startswith(HF_ROW_PREFIX) or key in self._checked:
                 continue
-            if key == recorded["image"] and _stat_matches(key, recorded):
+            if record_unchanged(key, recorded):
                 self._checked.add(key)
                 continue
-            if not Path(key).is_file():
+            entry = image_record(key)
+            if entry is None:
                 raise EvalkitError(f"{self.run_dir}: image {key} of the journaled sample {sample.id} is missing; "
                                    "pass --overwrite to start again, or another --run-id")
-            entry = image_entry(key)
             if entry["sha256"] != recorded["sha256"]:
                 raise EvalkitError(
                     f"{self.run_dir}: image {key} changed since sample {sample.id} was answered (sha256 "
@@ -188,10 +189,12 @@ class PredictionJournal:
     def _record_images(self, keys: Iterable[str]) -> None:
         ledger, entries = self.images(), []
         for key in dict.fromkeys(keys):
-            if not key or key in self._checked or not _is_file_key(key) or not Path(key).is_file():
+            if not key or key in self._checked or key.startswith(HF_ROW_PREFIX):
+                continue
+            entry = image_record(key)  # None: a missing file (a failed sample) or an unknown row
+            if entry is None:
                 continue
             self._checked.add(key)
-            entry = image_entry(key)
             if ledger.get(key) != entry:
                 entries.append(entry)
         self._write_image_entries(entries)
@@ -209,25 +212,11 @@ class PredictionJournal:
 
 
 def image_entry(key: str) -> dict[str, Any]:
-    """One ledger line: the file's sha256, with the size and mtime that let a resume skip re-hashing it."""
-    stat = os.stat(key)
-    digest = hashlib.sha256()
-    with open(key, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"image": key, "sha256": digest.hexdigest(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _stat_matches(key: str, entry: dict[str, Any]) -> bool:
-    try:
-        stat = os.stat(key)
-    except OSError:
-        return False
-    return stat.st_size == entry.get("size") and stat.st_mtime_ns == entry.get("mtime_ns")
-
-
-def _is_file_key(key: str) -> bool:
-    return not key.startswith(NOT_FILE_PREFIXES)
+    """One ledger line for an image file: its sha256, with the size and mtime that let a resume skip re-hashing it."""
+    entry = image_record(key)
+    if entry is None:
+        raise FileNotFoundError(key)
+    return entry
 
 
 def _short(value: Any) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from evalkit.core.atomic_files import write_json_atomic
 from evalkit.models.generation_semantics import beam_length_normalisation
 from evalkit.models.image_preprocessing import PIPELINE as IMAGE_PIPELINE
-from evalkit.models.loading import component_dtypes, dtype_name
+from evalkit.models.loading import attention_kernels, component_dtypes, dtype_name
 from evalkit.engine.provenance import device_description, provenance
 
 SCHEMA_VERSION = 1
@@ -19,9 +19,13 @@ RUN_FILE = "run.json"
 SAMPLE_SCORES_FILE = "sample_scores.jsonl"
 
 
-def reportability(task, sample_set, predictions: dict, limit: int | None) -> tuple[bool, list[str]]:
-    """A run is reportable when it covers the full split, has no --limit and no failed samples."""
+def reportability(task, sample_set, predictions: dict, limit: int | None,
+                  image_pipeline: str = "lavis") -> tuple[bool, list[str]]:
+    """A run is reportable when it covers the full split, has no --limit and no failed samples, and its pixels
+    are the paper's (LAVIS's image pipeline)."""
     reasons = []
+    if image_pipeline != "lavis":
+        reasons.append(f"--image-pipeline {image_pipeline}: pixels differ slightly from the paper's (LAVIS) pipeline")
     if limit:
         reasons.append(f"--limit {limit}: a subset (CIDEr's IDF and every mean depend on the full set)")
     split = sample_set.identity.get("split", "")
@@ -39,7 +43,8 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
                  dtype, weights, directory, checkpoint, run_id, header, options, wall_seconds,
                  extra: dict[str, Any] | None = None) -> dict:
     """Assemble run.json's content (metrics, protocol, data, model, counts, provenance)."""
-    reportable, reasons = reportability(task, sample_set, predictions, options.limit)
+    reportable, reasons = reportability(task, sample_set, predictions, options.limit,
+                                        getattr(options, "image_pipeline", "lavis"))
     in_run = [predictions[s.id] for s in sample_set.samples]
     generated = stats.generated if stats else 0
     gen_seconds = stats.generation_seconds if stats else 0.0
@@ -80,6 +85,7 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
             "dtype": dtype_name(dtype),
             "image_size": protocol.image_size or entry.image_size,
             "batch_size": (stats.batch_size if stats else None) or options.batch_size,
+            "batch_size_requested": options.batch_size or "default",
             "wall_seconds": round(wall_seconds, 3),
             "generation_seconds": round(gen_seconds, 3),
             "samples_per_second": round(generated / gen_seconds, 3) if gen_seconds else None,
@@ -87,7 +93,9 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
             "oom_retries": stats.oom_retries if stats else 0,
             "decode_workers": stats.decode_workers if stats else 0,
             "precision": component_dtypes(checkpoint.model) if checkpoint else None,
-            "image_pipeline": IMAGE_PIPELINE,
+            "image_pipeline": _image_pipeline(options),
+            "attn_implementation": attention_kernels(checkpoint.model) if checkpoint else None,
+            "kv_cache": getattr(options, "kv_cache", "dynamic"),
             "beam_length_normalisation": beam_length_normalisation(),
         },
         "journal_header": header,
@@ -96,6 +104,15 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
     if extra:
         record.update(extra)
     return record
+
+
+def _image_pipeline(options) -> str:
+    """The image pipeline's description: LAVIS's (the paper's), or the on-device one (pixels moved)."""
+    if getattr(options, "image_pipeline", "lavis") == "lavis":
+        return IMAGE_PIPELINE
+    from evalkit.models.device_image_pipeline import PIPELINE
+
+    return PIPELINE
 
 
 def _revision(directory: Path) -> str:

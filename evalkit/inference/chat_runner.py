@@ -51,9 +51,9 @@ def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: Image
     context = min(protocol.max_context_tokens, generator.max_positions or protocol.max_context_tokens)
     budget = context - generator.num_query_tokens - protocol.max_new_tokens
     groups = [keys[start:start + batch_size] for start in range(0, len(keys), batch_size)]
-    pixels = lambda image: generator.pixel_values([image])[0]  # per image: the same bits as a batch
     stats.decode_workers = decode_workers or default_workers()
-    with ImagePrefetcher(images, groups, pixels, stats.decode_workers, skip_bad_images) as prefetch:
+    with ImagePrefetcher(images, groups, generator.image_pipeline.worker, stats.decode_workers,
+                         skip_bad_images) as prefetch:
         for index, group in enumerate(groups):
             loaded, bad = prefetch.take(index)
             finish_batch(*_run_group(generator, conversations, group, loaded, bad, protocol, budget, stats),
@@ -75,7 +75,7 @@ def _run_group(generator: Blip2Generator, conversations: OrderedDict[str, list[S
     good = [k for k in group if k not in bad]
     started = time.perf_counter()
     if good:
-        embeds = dict(zip(good, generator.encode_images(torch.stack([loaded[k] for k in good]))))
+        embeds = dict(zip(good, generator.encode_images(generator.image_pipeline.batch([loaded[k] for k in good]))))
         stats.images_encoded += len(good)
         history: dict[str, list[tuple[str, str]]] = {k: [] for k in good}
         for turn in range(max(len(conversations[k]) for k in good)):

@@ -1,10 +1,10 @@
-"""The runner owns batching: it groups samples by image, encodes each image once, generates in
-batches, halves the batch on GPU out-of-memory, and journals every finished batch."""
+"""The runner owns batching: it takes the samples a window of whole images at a time (see batch_plan), encodes
+each image once, generates in length-sorted batches, halves a batch on GPU out-of-memory, and journals each
+finished window in image order."""
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
@@ -16,6 +16,7 @@ from evalkit.models.blip2_generation import Blip2Generator
 from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.samples import Prediction, Sample
 from evalkit.core.scores import RunStats
+from evalkit.inference.batch_plan import Window, order_by_image, plan_windows  # noqa: F401 - order_by_image re-exported
 from evalkit.inference.image_prefetch import ImagePrefetcher, StageTimes, default_workers
 
 Progress = Callable[[int], None]  # called with the number of samples just finished
@@ -26,31 +27,6 @@ def render_prompt(protocol: GenerationProtocol, question: str) -> str:
     """The protocol's prompt with ``{question}`` filled by the question, preprocessed as the protocol says;
     a plain replace, so braces inside a question are kept as they are."""
     return protocol.prompt.replace("{question}", preprocess_question(question, protocol.question_preprocess))
-
-
-def order_by_image(samples: Sequence[Sample]) -> list[Sample]:
-    """Samples grouped by image (first-appearance order) so an image's questions share a batch."""
-    first_seen: dict[str, int] = {}
-    for sample in samples:
-        first_seen.setdefault(sample.image, len(first_seen))
-    return sorted(samples, key=lambda s: first_seen[s.image])  # stable: keeps question order in an image
-
-
-class _ImageCache:
-    """Query embeddings of recently encoded images (an image's questions may straddle two batches)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.items: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    def get(self, key: str) -> torch.Tensor | None:
-        return self.items.get(key)
-
-    def put(self, key: str, value: torch.Tensor) -> None:
-        self.items[key] = value
-        self.items.move_to_end(key)
-        while len(self.items) > self.capacity:
-            self.items.popitem(last=False)
 
 
 def load_images(images: ImageSource, keys: list[str], skip_bad: bool) -> tuple[dict, dict[str, str]]:
@@ -66,56 +42,68 @@ def load_images(images: ImageSource, keys: list[str], skip_bad: bool) -> tuple[d
     return loaded, bad
 
 
+def prompt_lengths(generator: Blip2Generator, prompts: dict[str, str], protocol: GenerationProtocol) -> dict[str, int]:
+    """Sample id -> the tokens its prompt takes in the batch (cut to ``max_prompt_tokens`` as the generator does)."""
+    distinct = list(dict.fromkeys(prompts.values()))
+    counts = dict(zip(distinct, generator.prompt_token_counts(distinct)))
+    cap = protocol.max_prompt_tokens or None
+    return {key: min(counts[prompt], cap) if cap else counts[prompt] for key, prompt in prompts.items()}
+
+
 def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images: ImageSource, protocol: GenerationProtocol,
                     append: Append, batch_size: int, skip_bad_images: bool = False,
                     progress: Progress | None = None, decode_workers: int | None = None,
                     times: StageTimes | None = None) -> RunStats:
-    """Generate one answer per sample, journaling each finished batch; returns run statistics.
+    """Generate one answer per sample, journaling each finished window in image order; returns run statistics.
 
-    The next batches' images are decoded and preprocessed by ``decode_workers`` threads (default: the
-    cores, see ``default_workers``) while this batch runs; ``times`` collects the per-stage seconds.
+    The next window's images are decoded and preprocessed by ``decode_workers`` threads (default: the
+    cores, see ``default_workers``) while this one runs; ``times`` collects the per-stage seconds.
     """
     stats = RunStats(batch_size=batch_size)
     times = times if times is not None else StageTimes()
-    ordered = order_by_image(samples)
-    cache = _ImageCache(capacity=max(4, batch_size))
-    batches = [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
-    known_bad: dict[str, str] = {}
-    preprocess = _single_image_preprocess(generator)
+    prompts = {s.id: render_prompt(protocol, s.question) for s in samples}
+    lengths = prompt_lengths(generator, prompts, protocol)
+    windows = plan_windows(samples, batch_size, lambda s: lengths[s.id])
     workers = stats.decode_workers = decode_workers or default_workers()
-    with ImagePrefetcher(images, batch_image_keys(batches), preprocess, workers, skip_bad_images, times) as prefetch:
-        for index, batch in enumerate(batches):
+    pipeline = generator.image_pipeline
+    with ImagePrefetcher(images, [w.image_keys for w in windows], pipeline.worker, workers, skip_bad_images,
+                         times) as prefetch:
+        for index, window in enumerate(windows):
             loaded, bad = prefetch.take(index)
-            known_bad.update(bad)
             started = time.perf_counter()
-            predictions = _generate_batch(generator, batch, loaded, known_bad, cache, protocol, stats, times)
-            finish_batch(predictions, started, stats, append, progress)
+            embeds = encode_window(generator, [k for k in window.image_keys if k not in bad], loaded, batch_size,
+                                   stats, times)
+            answered: dict[str, Prediction] = {}
+            for batch in window.batches:
+                predictions = _generate_batch(generator, batch, embeds, bad, prompts, protocol, stats, times)
+                answered.update((p.id, p) for p in predictions)
+                if progress:
+                    progress(len(predictions))
+            finish_batch([answered[s.id] for s in window.samples], started, stats, append, None)
     return stats
 
 
-def batch_image_keys(batches: Sequence[Sequence[Sample]]) -> list[list[str]]:
-    """The images each batch must load: its images (once, in order) that the batch before did not hold.
-
-    Batches come from ``order_by_image``, so an image's questions are contiguous: an image in batch i and an
-    earlier batch is also in batch i - 1, and its embedding is taken from the cache.
-    """
-    keys, previous = [], set()
-    for batch in batches:
-        current = list(dict.fromkeys(s.image for s in batch))
-        keys.append([key for key in current if key not in previous])
-        previous = set(current)
-    return keys
-
-
-def _single_image_preprocess(generator: Blip2Generator) -> Callable:
-    """One image -> its pixel values [3, s, s] with the generator's own pipeline (per-image, so the same bits)."""
-    pixel_values = generator.pixel_values
-    return lambda image: pixel_values([image])[0]
+def encode_window(generator: Blip2Generator, keys: list[str], loaded: dict, batch_size: int, stats: RunStats,
+                  times: StageTimes | None = None) -> dict[str, torch.Tensor]:
+    """Image key -> query embeddings, encoded ``batch_size`` images at a time (halved on out-of-memory)."""
+    started = time.perf_counter()
+    embeds: dict[str, torch.Tensor] = {}
+    to_pixels = generator.image_pipeline.batch
+    for start in range(0, len(keys), batch_size):
+        part = keys[start:start + batch_size]
+        encoded = _with_oom_retry(lambda chunk: generator.encode_images(to_pixels([loaded[k] for k in chunk])),
+                                  part, stats)
+        embeds.update(zip(part, encoded))
+    _synchronize(generator)
+    if times is not None:
+        times.vision += time.perf_counter() - started
+    stats.images_encoded += len(keys)
+    return embeds
 
 
 def finish_batch(predictions: list[Prediction], started: float, stats: RunStats, append: Append,
                  progress: Progress | None) -> None:
-    """Count a finished batch's time and answers, journal it, then advance the progress bar."""
+    """Count finished answers and their time, journal them, then advance the progress bar."""
     stats.generation_seconds += time.perf_counter() - started
     append(predictions)
     stats.generated += len(predictions)
@@ -123,38 +111,27 @@ def finish_batch(predictions: list[Prediction], started: float, stats: RunStats,
         progress(len(predictions))
 
 
-def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], loaded: dict, bad: dict[str, str],
-                    cache: _ImageCache, protocol: GenerationProtocol, stats: RunStats,
+def _generate_batch(generator: Blip2Generator, batch: Sequence[Sample], embeds: dict[str, torch.Tensor],
+                    bad: dict[str, str], prompts: dict[str, str], protocol: GenerationProtocol, stats: RunStats,
                     times: StageTimes | None = None) -> list[Prediction]:
-    """``loaded`` maps the batch's newly loaded images to their pixel values [3, s, s]."""
+    """One generation batch on the window's encoded images; samples of bad images become failed predictions."""
     good = [s for s in batch if s.image not in bad]
-    failed = [Prediction(s.id, render_prompt(protocol, s.question), "", s.references, "failed",
-                         f"bad image: {bad[s.image]}", image=s.image) for s in batch if s.image in bad]
+    failed = [Prediction(s.id, prompts[s.id], "", s.references, "failed", f"bad image: {bad[s.image]}",
+                         image=s.image) for s in batch if s.image in bad]
     stats.failed += len(failed)
     stats.failures += [p.error for p in failed]
     if not good:
         return failed
-    to_encode = [key for key in dict.fromkeys(s.image for s in good) if cache.get(key) is None]
-    if to_encode:
-        started = time.perf_counter()
-        embeds = _with_oom_retry(lambda part: generator.encode_images(torch.stack([loaded[k] for k in part])),
-                                 to_encode, stats)
-        _synchronize(generator)
-        if times is not None:
-            times.vision += time.perf_counter() - started
-        for key, embed in zip(to_encode, embeds):
-            cache.put(key, embed)
-        stats.images_encoded += len(to_encode)
-    prompts = [render_prompt(protocol, s.question) for s in good]
-    queries = torch.stack([cache.get(s.image) for s in good])
+    batch_prompts = [prompts[s.id] for s in good]
+    queries = torch.stack([embeds[s.image] for s in good])
     started = time.perf_counter()
     answers = _with_oom_retry(
-        lambda part: generator.generate(queries[part[0]:part[-1] + 1], [prompts[i] for i in part], protocol),
+        lambda part: generator.generate(queries[part[0]:part[-1] + 1], [batch_prompts[i] for i in part], protocol),
         list(range(len(good))), stats)
     if times is not None:
         times.generation += time.perf_counter() - started
     done = [Prediction(s.id, p, a, s.references, image=s.image, extra=s.meta_dict())
-            for s, p, a in zip(good, prompts, answers)]
+            for s, p, a in zip(good, batch_prompts, answers)]
     return done + failed
 
 

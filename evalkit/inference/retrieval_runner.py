@@ -1,5 +1,10 @@
 """Retrieval inference: embed every image and text once (features cached in the run folder), take the
-ITC shortlist, re-rank it with ITM; returns the image x text score matrices."""
+ITC shortlist, re-rank it with ITM; returns the image x text score matrices.
+
+The cached image features carry the identity of the images they were computed from (each one's
+``images.jsonl``-style record); a later run reuses them only when every image is unchanged, and refuses by name
+an image whose bytes changed, as a resumed generation run does.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import torch
 from evalkit.core.errors import EvalkitError
 from evalkit.core.progress import progress_bar
 from evalkit.core.scores import RunStats
+from evalkit.data.images import image_record, record_unchanged
 from evalkit.inference.generation_runner import load_images
 from evalkit.inference.itm_rerank import itc_similarity, rerank_with_itm
 
@@ -25,11 +31,12 @@ def rank_images_and_texts(retriever, sample_set, texts: list[str], protocol, run
     started = time.perf_counter()
     image_file, text_file = Path(run_dir) / IMAGE_FEATS_FILE, Path(run_dir) / TEXT_FEATS_FILE
     vision = None
-    if image_file.exists() and not protocol.rerank:
-        image_feats = torch.load(image_file)
-    else:  # ITM re-ranking needs the vision embeddings, which are too large to cache on disk
-        vision, image_feats = _embed_images(retriever, sample_set, batch_size, show_progress, skip_bad_images)
-        _save(image_file, image_feats)
+    # ITM re-ranking needs the vision embeddings, which are too large to cache on disk
+    image_feats = None if protocol.rerank else cached_image_feats(image_file, sample_set.samples)
+    if image_feats is None:
+        vision, image_feats, records = _embed_images(retriever, sample_set, batch_size, show_progress,
+                                                     skip_bad_images)
+        _save(image_file, {"image_feats": image_feats, "images": records})
         stats.images_encoded = len(sample_set.samples)
     if text_file.exists():
         text_feats = torch.load(text_file)
@@ -59,8 +66,33 @@ def rank_images_and_texts(retriever, sample_set, texts: list[str], protocol, run
     return i2t, t2i, stats
 
 
+def cached_image_feats(path: Path, samples) -> torch.Tensor | None:
+    """The features cached at ``path`` if computed from these samples' images as they are now; None when there
+    are none (or they do not record their images); a one-line EvalkitError naming an image that changed."""
+    if not path.exists():
+        return None
+    cached = torch.load(path)
+    records = cached.get("images") if isinstance(cached, dict) else None
+    if records is None or len(records) != len(samples):
+        return None
+    for sample, recorded in zip(samples, records):
+        key = sample.image
+        if recorded.get("sha256") is None or record_unchanged(key, recorded):
+            continue  # an hf-row: image is identified by the dataset fingerprint in the run's header
+        now = image_record(key)
+        if now is None:
+            raise EvalkitError(f"{path}: image {key} the cached features were computed from is missing; "
+                               "pass --overwrite to start again, or another --run-id")
+        if now["sha256"] != recorded["sha256"]:
+            raise EvalkitError(f"{path}: image {key} changed since its features were cached (sha256 "
+                               f"{recorded['sha256'][:12]} -> {now['sha256'][:12]}); pass --overwrite to start "
+                               "again, or another --run-id")
+    return cached["image_feats"]
+
+
 def _embed_images(retriever, sample_set, batch_size: int, show: bool, skip_bad: bool):
-    vision, feats = [], []
+    """(vision embeddings, query features, the record of each image read) in sample order."""
+    vision, feats, records = [], [], []
     keys = [s.image for s in sample_set.samples]
     with progress_bar("images", total=len(keys), enabled=show) as advance:
         for start in range(0, len(keys), batch_size):
@@ -68,11 +100,12 @@ def _embed_images(retriever, sample_set, batch_size: int, show: bool, skip_bad: 
             loaded, bad = load_images(sample_set.images, batch, skip_bad)
             if bad:
                 raise EvalkitError(f"retrieval needs every image; {len(bad)} bad (first: {next(iter(bad))})")
+            records.extend(image_record(k) or {"image": k} for k in batch)
             embeds, queries = retriever.encode_images(retriever.pixel_values([loaded[k] for k in batch]))
             vision.append(embeds.cpu())
             feats.append(queries.float().cpu())
             advance(len(batch))
-    return torch.cat(vision), torch.cat(feats)
+    return torch.cat(vision), torch.cat(feats), records
 
 
 def _embed_texts(retriever, texts: list[str], batch_size: int, show: bool) -> torch.Tensor:
@@ -84,7 +117,7 @@ def _embed_texts(retriever, texts: list[str], batch_size: int, show: bool) -> to
     return torch.cat(feats)
 
 
-def _save(path: Path, tensor: torch.Tensor) -> None:
+def _save(path: Path, value) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(tensor, tmp)
+    torch.save(value, tmp)
     tmp.replace(path)

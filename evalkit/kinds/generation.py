@@ -35,11 +35,27 @@ class GenerationKind(TaskKind):
         from evalkit.models.blip2_generation import Blip2Generator
 
         checkpoint = job.load_checkpoint()
-        generator = Blip2Generator(checkpoint, job.protocol.image_size)
-        batch_size = options.batch_size or DEFAULT_BATCH_SIZE.get(checkpoint.device.type, 8)
+        generator = Blip2Generator(checkpoint, job.protocol.image_size, options.kv_cache, options.image_pipeline)
+        batch_size = self.batch_size(generator, pending, job.protocol, options.batch_size)
         run = run_chat if job.protocol.chat else run_single_turn
         with progress_bar(f"{job.task.name} · {job.model.name}", total=len(sample_set.samples),
                           completed=resumed, enabled=options.show_progress) as advance:
             stats = run(generator, pending, sample_set.images, job.protocol, job.append, batch_size,
                         options.skip_bad_images, advance)
         return RunOutput(job.completed(), stats, checkpoint, resumed=resumed)
+
+    @staticmethod
+    def batch_size(generator, pending: list, protocol: GenerationProtocol, requested: int | str | None) -> int:
+        """The requested size; ``auto`` (the default on a GPU) probes the largest that fits (single-turn: chat
+        prompts grow turn by turn, so chat takes the fixed default)."""
+        from evalkit.inference.batch_size_probe import auto_batch_size
+        from evalkit.inference.generation_runner import render_prompt
+
+        device = generator.device.type
+        if isinstance(requested, int):
+            return requested
+        if requested == "auto" or (requested is None and device == "cuda"):
+            if not protocol.chat:
+                prompts = [render_prompt(protocol, s.question) for s in pending]
+                return auto_batch_size(generator, prompts, protocol, len(pending))
+        return DEFAULT_BATCH_SIZE.get(device, 8)

@@ -18,8 +18,7 @@ from evalkit.core.errors import EvalkitError
 from evalkit.core.scores import ScoreResult
 from evalkit.core.task_kind import PairedStatistics, RunJob, RunOutput, ScoreHistogram
 from evalkit.kinds.generation import GenerationKind
-from evalkit.kinds.paired_samples import aligned_ids, score_column
-from evalkit.metrics.bootstrap import ratio_diff
+from evalkit.kinds.vqa import question_statistics
 
 
 def lavis_normalised(prediction: str) -> str:
@@ -67,19 +66,7 @@ class NormalizedExactMatchKind(GenerationKind):
 
     def paired_statistics(self, base, cand, metrics: list[str]) -> PairedStatistics:
         """Questions are the unit of the paired bootstrap."""
-        ids = aligned_ids(base, cand)
-        stats = PairedStatistics(unit_sizes={"questions": len(ids)})
-        b, c = score_column(base, ids, "accuracy"), score_column(cand, ids, "accuracy")
-        if b is None or c is None:
-            raise EvalkitError("sample_scores.jsonl lacks per-question 'accuracy'")
-        for name in metrics:
-            stats.unit[name] = "questions"
-            if name == "accuracy":
-                stats.functions[name] = ratio_diff("questions", b, c)
-                stats.method[name] = "mean of per-question exact match"
-            else:
-                stats.no_interval[name] = "no per-question scores for this metric"
-        return stats
+        return question_statistics(base, cand, metrics, "mean of per-question exact match")
 
 
 NORMALIZED_EXACT_MATCH = NormalizedExactMatchKind()

@@ -48,7 +48,8 @@ class RetrievalKind(TaskKind):
         checkpoint = job.load_checkpoint()
         retriever = Blip2Retriever(checkpoint, job.protocol.image_size, job.protocol.max_text_tokens)
         options = job.options
-        batch_size = options.batch_size or (64 if checkpoint.device.type == "cuda" else 16)
+        fixed = options.batch_size if isinstance(options.batch_size, int) else None  # auto: the default size
+        batch_size = fixed or (64 if checkpoint.device.type == "cuda" else 16)
         i2t, t2i, stats = rank_images_and_texts(retriever, job.sample_set, texts, job.protocol, job.run_dir,
                                                 batch_size, options.show_progress, options.skip_bad_images)
         i2t_np, t2i_np = i2t.numpy(), t2i.numpy()

@@ -61,24 +61,7 @@ class VqaKind(GenerationKind):
 
     def paired_statistics(self, base, cand, metrics: list[str]) -> PairedStatistics:
         """Questions are the unit; per-answer-type accuracy is a ratio over the questions of that type."""
-        ids = aligned_ids(base, cand)
-        stats = PairedStatistics(unit_sizes={"questions": len(ids)})
-        b, c = score_column(base, ids, "accuracy"), score_column(cand, ids, "accuracy")
-        if b is None or c is None:
-            raise EvalkitError("sample_scores.jsonl lacks per-question 'accuracy'")
-        types = None
-        for name in metrics:
-            stats.unit[name] = "questions"
-            if name == "accuracy":
-                stats.functions[name] = ratio_diff("questions", b, c)
-                stats.method[name] = "mean of per-question VQA accuracy"
-            elif name.startswith("accuracy/"):
-                if types is None:
-                    types = _answer_types(base, ids) or []
-                _per_answer_type(stats, name, types, b, c)
-            else:
-                stats.no_interval[name] = "no per-question scores for this metric"
-        return stats
+        return question_statistics(base, cand, metrics, "mean of per-question VQA accuracy", by_answer_type=True)
 
     def references_text(self, references: list[str]) -> str:
         counts = Counter(r.strip() for r in references)
@@ -93,6 +76,31 @@ class VqaKind(GenerationKind):
         if metrics.get("accuracy") is not None:
             types = {"overall": float(metrics["accuracy"]), **types}
         return types or None
+
+
+def question_statistics(base, cand, metrics: list[str], method: str,
+                        by_answer_type: bool = False) -> PairedStatistics:
+    """The paired bootstrap with questions as the unit: ``accuracy`` is the mean of the per-question
+    ``accuracy`` scores (``method`` says what they are); ``accuracy/<type>`` is that mean over one answer type
+    when ``by_answer_type``; other metrics get no interval."""
+    ids = aligned_ids(base, cand)
+    stats = PairedStatistics(unit_sizes={"questions": len(ids)})
+    b, c = score_column(base, ids, "accuracy"), score_column(cand, ids, "accuracy")
+    if b is None or c is None:
+        raise EvalkitError("sample_scores.jsonl lacks per-question 'accuracy'")
+    types = None
+    for name in metrics:
+        stats.unit[name] = "questions"
+        if name == "accuracy":
+            stats.functions[name] = ratio_diff("questions", b, c)
+            stats.method[name] = method
+        elif by_answer_type and name.startswith("accuracy/"):
+            if types is None:
+                types = _answer_types(base, ids) or []
+            _per_answer_type(stats, name, types, b, c)
+        else:
+            stats.no_interval[name] = "no per-question scores for this metric"
+    return stats
 
 
 def _per_answer_type(stats: PairedStatistics, name: str, types: list[str], b: np.ndarray, c: np.ndarray) -> None:

@@ -12,17 +12,24 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from evalkit.models.image_preprocessing import ImagePreprocessor
+from evalkit.models.image_preprocessing import ImagePreprocessor, image_pipeline
 from evalkit.models.loading import LoadedCheckpoint
 from evalkit.core.errors import EvalkitError
 from evalkit.core.protocol import GenerationProtocol
 
 
+KV_CACHES = ("dynamic", "static")  # transformers' cache_implementation; static lets CUDA graphs / compile in
+
+
 class Blip2Generator:
     """Turns (images, prompts) into answers with a loaded BLIP-2 generation checkpoint."""
 
-    def __init__(self, checkpoint: LoadedCheckpoint, image_size: int | None = None):
+    def __init__(self, checkpoint: LoadedCheckpoint, image_size: int | None = None, kv_cache: str = "dynamic",
+                 pipeline: str = "lavis"):
+        if kv_cache not in KV_CACHES:
+            raise EvalkitError(f"unknown KV cache {kv_cache!r}; use one of {', '.join(KV_CACHES)}")
         self.checkpoint = checkpoint
+        self.kv_cache = kv_cache
         self.model = checkpoint.model
         self.processor = checkpoint.processor
         self.tokenizer = checkpoint.processor.tokenizer
@@ -39,6 +46,7 @@ class Blip2Generator:
         self.pixel_values = ImagePreprocessor(self.processor, self.model.config.vision_config.image_size, image_size)
         self.image_size = self.pixel_values.image_size
         self.interpolate = self.pixel_values.interpolate
+        self.image_pipeline = image_pipeline(pipeline, self.pixel_values, self.device)
 
     # -- image side -------------------------------------------------------------------------
 
@@ -60,6 +68,10 @@ class Blip2Generator:
     def prompt_token_count(self, prompt: str) -> int:
         """Tokens the prompt takes, special tokens included (without the image tokens)."""
         return len(self.tokenizer(prompt)["input_ids"])
+
+    def prompt_token_counts(self, prompts: Sequence[str]) -> list[int]:
+        """``prompt_token_count`` of many prompts in one tokenizer call."""
+        return [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]] if prompts else []
 
     @torch.inference_mode()
     def generate(self, query_embeds: torch.Tensor, prompts: Sequence[str], protocol: GenerationProtocol) -> list[str]:
@@ -111,6 +123,8 @@ class Blip2Generator:
             "repetition_penalty": protocol.repetition_penalty,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
+        if self.kv_cache != "dynamic":
+            kwargs["cache_implementation"] = self.kv_cache
         if protocol.stop_at_newline and self.decoder_only:
             eos = self.model.language_model.generation_config.eos_token_id
             eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])

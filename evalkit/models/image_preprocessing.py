@@ -10,7 +10,7 @@ float32; Normalize subtracts and divides in float32), giving the same pixels wha
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,3 +55,41 @@ class ImagePreprocessor:
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Pixel values [n, 3, size, size]."""
         return lavis_pixel_values(images, self.image_size, self.mean, self.std)
+
+
+IMAGE_PIPELINES = ("lavis", "device")  # --image-pipeline: the paper's (default), or resize + normalise on the device
+
+
+def to_device(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The tensors stacked and sent to ``device``; to a GPU through pinned memory, without blocking the host."""
+    if device.type != "cuda":
+        return torch.stack(list(tensors)).to(device)
+    first = tensors[0]
+    pinned = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=True)
+    torch.stack(list(tensors), out=pinned)
+    return pinned.to(device, non_blocking=True)
+
+
+class ImagePipeline:
+    """How a runner turns images into the vision tower's input: ``worker`` runs per image in the prefetch
+    threads, ``batch`` turns a batch of their outputs into pixel values on the model's device."""
+
+    def __init__(self, name: str, description: str, worker: Callable[[Image.Image], torch.Tensor],
+                 batch: Callable[[Sequence[torch.Tensor]], torch.Tensor]):
+        self.name, self.description, self.worker, self.batch = name, description, worker, batch
+
+
+def image_pipeline(name: str, preprocessor: ImagePreprocessor, device: torch.device) -> ImagePipeline:
+    """``lavis``: LAVIS's pixels made per image on the CPU (the paper's); ``device``: the CPU only decodes, and
+    resize + normalise run on the model's device (pixels within a level or two of LAVIS's, so not the paper's)."""
+    if name == "lavis":
+        return ImagePipeline("lavis", PIPELINE, lambda image: preprocessor([image])[0],
+                             lambda tensors: to_device(tensors, device))
+    if name == "device":
+        from evalkit.models import device_image_pipeline as on_device
+
+        resize = on_device.DevicePixelValues(preprocessor.image_size, preprocessor.mean, preprocessor.std, device)
+        return ImagePipeline("device", on_device.PIPELINE, on_device.decode_uint8, resize)
+    from evalkit.core.errors import EvalkitError
+
+    raise EvalkitError(f"unknown image pipeline {name!r}; use one of {', '.join(IMAGE_PIPELINES)}")

@@ -91,6 +91,20 @@ def component_dtypes(model: torch.nn.Module) -> dict[str, str]:
     return found
 
 
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")  # --attn-implementation choices
+
+
+def attention_kernels(model: torch.nn.Module) -> dict[str, str]:
+    """The attention implementation each BLIP-2 component runs (recorded in run.json)."""
+    found = {}
+    for label, attribute in (("vision", "vision_model"), ("qformer", "qformer"), ("language_model", "language_model")):
+        config = getattr(getattr(model, attribute, None), "config", None)
+        implementation = getattr(config, "_attn_implementation", None)
+        if implementation:
+            found[label] = str(implementation)
+    return found
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """torch.float16 -> 'float16'."""
     return str(dtype).replace("torch.", "")
@@ -152,11 +166,13 @@ def weights_sha256(directory: Path) -> str:
 
 
 def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None = None,
-                    known_weights_sha256: str | None = None, device_map: str | None = None) -> LoadedCheckpoint:
+                    known_weights_sha256: str | None = None, device_map: str | None = None,
+                    attn_implementation: str | None = None) -> LoadedCheckpoint:
     """Load model + processor for a registry entry, on the chosen device and dtype.
 
     ``known_weights_sha256`` skips re-hashing weight files the caller has already hashed. ``device_map``
     ("auto") lets accelerate spread a model too large for one device; inputs go to the vision tower's device.
+    ``attn_implementation`` picks transformers' attention kernels (None: its default, sdpa where supported).
     """
     from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
     from transformers.utils import logging as hf_logging
@@ -171,7 +187,7 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
 
     try:
         processor = Blip2Processor.from_pretrained(directory)
-        model, loading_info = _from_pretrained(model_class, directory, torch_dtype, device_map)
+        model, loading_info = _from_pretrained(model_class, directory, torch_dtype, device_map, attn_implementation)
     except SafetensorError as err:
         raise EvalkitError(f"cannot load checkpoint {entry.source}: {_corrupt_weight_file(directory, err)}") from None
     except (OSError, ValueError, KeyError) as err:
@@ -228,9 +244,12 @@ def _corrupt_weight_file(directory: Path, err: Exception) -> str:
     return f"a weight file in {directory} is truncated or corrupt ({reason})"
 
 
-def _from_pretrained(model_class, directory: Path, torch_dtype: torch.dtype, device_map: str | None = None):
+def _from_pretrained(model_class, directory: Path, torch_dtype: torch.dtype, device_map: str | None = None,
+                     attn_implementation: str | None = None):
     """(model, loading info with missing_keys / unexpected_keys / mismatched_keys)."""
     placement = {"device_map": device_map} if device_map else {}
+    if attn_implementation:
+        placement["attn_implementation"] = attn_implementation
     try:
         return model_class.from_pretrained(directory, dtype=torch_dtype, output_loading_info=True, **placement)
     except TypeError:  # transformers < 4.56 names it torch_dtype

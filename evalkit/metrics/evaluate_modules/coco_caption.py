@@ -19,14 +19,8 @@ Example::
 
 from __future__ import annotations
 
-try:
-    import datasets
-    import evaluate
-except ImportError as error:  # pragma: no cover - the message is the point
-    raise ImportError("the evalkit evaluate modules need the `evaluate` package: "
-                      "pip install 'evalkit[evaluate]'") from error
-
 from evalkit.metrics.caption_metrics import score_captions
+from evalkit.metrics.evaluate_modules.evaluate_dependency import STRING, datasets, evaluate
 
 _CITATION = """\
 @article{chen2015microsoft, title={Microsoft COCO Captions: Data Collection and Evaluation Server},
@@ -49,9 +43,6 @@ Returns:
     n_images: number of images; skipped: metric -> why it was not computed.
 """
 
-_STRING = datasets.Value("string")
-
-
 class COCOCaption(evaluate.Metric):
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr (+ SPICE) as the official COCO caption evaluation, 0-100."""
 
@@ -62,7 +53,7 @@ class COCOCaption(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": _STRING, "references": datasets.Sequence(_STRING)}),
+            features=datasets.Features({"predictions": STRING, "references": datasets.Sequence(STRING)}),
             reference_urls=["https://cocodataset.org/#captions-eval"],
             codebase_urls=["https://github.com/tylin/coco-caption", "https://github.com/salaniz/pycocoevalcap"],
         )

@@ -22,15 +22,10 @@ Example::
 
 from __future__ import annotations
 
-try:
-    import datasets
-    import evaluate
-except ImportError as error:  # pragma: no cover - the message is the point
-    raise ImportError("the evalkit evaluate modules need the `evaluate` package: "
-                      "pip install 'evalkit[evaluate]'") from error
 import numpy as np
 
 from evalkit.core.errors import EvalkitError
+from evalkit.metrics.evaluate_modules.evaluate_dependency import datasets, evaluate
 from evalkit.metrics.retrieval_recall import retrieval_recall
 
 _CITATION = """\
@@ -75,19 +70,25 @@ class RetrievalRecall(evaluate.Metric):
         i2t = np.asarray(predictions, dtype=np.float64)
         if i2t.ndim != 2:
             raise EvalkitError("every image's prediction must score the same texts (one row per image)")
-        txt2img = np.full(i2t.shape[1], -1, dtype=np.int64)
-        for image, captions in enumerate(references):
-            for text in captions:
-                if not 0 <= text < txt2img.shape[0]:
-                    raise EvalkitError(f"image {image} lists caption {text}, outside 0..{txt2img.shape[0] - 1}")
-                if txt2img[text] >= 0:
-                    raise EvalkitError(f"caption {text} is listed for images {txt2img[text]} and {image}")
-                txt2img[text] = image
-        unlisted = np.flatnonzero(txt2img < 0)
-        if unlisted.size:
-            raise EvalkitError(f"{unlisted.size} texts are no image's caption (first: {int(unlisted[0])})")
+        txt2img = _caption_owners(references, i2t.shape[1])
         t2i = i2t.T if t2i_scores is None else t2i_scores
         return retrieval_recall(i2t, t2i, [list(c) for c in references], txt2img, ks=tuple(ks))
+
+
+def _caption_owners(references, n_texts: int) -> np.ndarray:
+    """Each text's image, from each image's caption indices: every text must be exactly one image's caption."""
+    txt2img = np.full(n_texts, -1, dtype=np.int64)
+    for image, captions in enumerate(references):
+        for text in captions:
+            if not 0 <= text < txt2img.shape[0]:
+                raise EvalkitError(f"image {image} lists caption {text}, outside 0..{txt2img.shape[0] - 1}")
+            if txt2img[text] >= 0:
+                raise EvalkitError(f"caption {text} is listed for images {txt2img[text]} and {image}")
+            txt2img[text] = image
+    unlisted = np.flatnonzero(txt2img < 0)
+    if unlisted.size:
+        raise EvalkitError(f"{unlisted.size} texts are no image's caption (first: {int(unlisted[0])})")
+    return txt2img
 
 
 __all__ = ["RetrievalRecall"]

@@ -20,13 +20,7 @@ Example::
 
 from __future__ import annotations
 
-try:
-    import datasets
-    import evaluate
-except ImportError as error:  # pragma: no cover - the message is the point
-    raise ImportError("the evalkit evaluate modules need the `evaluate` package: "
-                      "pip install 'evalkit[evaluate]'") from error
-
+from evalkit.metrics.evaluate_modules.evaluate_dependency import STRING, datasets, evaluate
 from evalkit.metrics.vqa_accuracy import VQA_METRIC_VARIANTS, check_vqa_variant, score_vqa
 
 _CITATION = """\
@@ -54,9 +48,6 @@ Returns:
     accuracy_per_answer_type, accuracy_per_question_type: only when the references carry the types.
 """
 
-_STRING = datasets.Value("string")
-
-
 class VQAAccuracy(evaluate.Metric):
     """The official VQAv2 accuracy (config: ``official`` | ``lavis`` | ``lmms``), 0-100."""
 
@@ -70,10 +61,10 @@ class VQAAccuracy(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             # the typed form first: a dict would also pass as a list of strings (its keys)
             features=[
-                datasets.Features({"predictions": _STRING,
-                                   "references": {"answers": datasets.Sequence(_STRING), "question_type": _STRING,
-                                                  "answer_type": _STRING}}),
-                datasets.Features({"predictions": _STRING, "references": datasets.Sequence(_STRING)}),
+                datasets.Features({"predictions": STRING,
+                                   "references": {"answers": datasets.Sequence(STRING), "question_type": STRING,
+                                                  "answer_type": STRING}}),
+                datasets.Features({"predictions": STRING, "references": datasets.Sequence(STRING)}),
             ],
             reference_urls=["https://visualqa.org/evaluation.html",
                             "https://github.com/GT-Vision-Lab/VQA/blob/master/PythonEvaluationTools/"
