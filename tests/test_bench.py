@@ -75,3 +75,37 @@ def test_bench_measures_every_task_and_lever_combination_with_one_load(capsys):
     assert results[0]["padding"]["pad_fraction_image_order"] == 0  # one caption prompt: nothing to pad
     code, _, err = run_cli(["bench", "--tiny", "--kv-cache", "dynamic,paged"], capsys)
     assert code == 2 and "unknown --kv-cache value 'paged'" in err
+
+
+# total parameters, BLIP-2 paper (arXiv 2301.12597) Table 1: an independent check that the shipped configs build
+# the real architectures (built on the meta device: no memory, no time)
+PAPER_TOTAL_PARAMETERS = {"blip2-opt-2.7b": 3.8e9, "blip2-opt-6.7b": 7.8e9, "blip2-flan-t5-xl": 4.1e9,
+                          "blip2-flan-t5-xxl": 12.1e9}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TOTAL_PARAMETERS))
+def test_shipped_configs_build_the_papers_parameter_counts(name):
+    from evalkit.bench.random_model import random_checkpoint
+
+    checkpoint = random_checkpoint(name, "meta")
+    assert abs(checkpoint.num_parameters / PAPER_TOTAL_PARAMETERS[name] - 1) < 0.05, checkpoint.num_parameters
+
+
+def test_the_itm_config_builds_the_retrieval_model():
+    from evalkit.bench.random_model import random_checkpoint
+
+    checkpoint = random_checkpoint("blip2-itm-vit-g", "meta")
+    assert type(checkpoint.model).__name__ == "Blip2ForImageTextRetrieval"
+    assert checkpoint.model.config.qformer_config.vocab_size == 30523  # the ITM checkpoints' (reference notes)
+    assert 1.0e9 < checkpoint.num_parameters < 1.3e9  # ViT-g (~1B) + Q-Former (~0.1B)
+
+
+@pytest.mark.parametrize("args", [["--tiny"], ["-m", "tiny-itm", "--random-weights"]])
+def test_bench_retrieval_times_each_stage_and_projects_to_coco_5k(args, capsys):
+    result = _bench([*args, "--task", "retrieval", "-n", "12", "--k", "4", "--device", "cpu"], capsys)
+    assert result["num_images"] == 12 and result["num_texts"] == 60 and result["itm_pairs"] == 12 * 4 + 60 * 4
+    assert {"images", "texts", "itc", "itm_rerank", "scoring", "host_wait"} == set(result["stages_s"])
+    assert result["projected_coco_5k_s"] > result["seconds"] and 0 <= result["score_r_mean"] <= 100
+    code, _, err = run_cli(["bench", "-m", "tiny-opt", "--random-weights", "--task", "retrieval", "-n", "2",
+                            "--device", "cpu"], capsys)
+    assert code == 2 and "needs an ITM model" in err

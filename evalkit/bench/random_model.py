@@ -38,11 +38,13 @@ def read_config(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def synthetic_tokenizer(family: str, vocab_size: int, image_token_id: int):
+def synthetic_tokenizer(family: str, vocab_size: int, image_token_id: int | None):
     """A word-level tokenizer over the real vocabulary size with the family's special-token ids."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
+    if family == "itm":
+        return _bert_like_tokenizer(vocab_size)
     if family == "opt":  # OPT: pad 1, </s> 2 (prepended as BOS), unk 3
         specials = {"<pad>": 1, "</s>": 2, "<unk>": 3}
     else:  # T5: pad 0, </s> 1 (appended), unk 2
@@ -69,18 +71,47 @@ def synthetic_tokenizer(family: str, vocab_size: int, image_token_id: int):
     return fast
 
 
+def _bert_like_tokenizer(vocab_size: int):
+    """The ITM Q-Former's tokenizer shape: BERT's special ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102), words."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+    vocab = {f"w{i}": i for i in range(vocab_size) if i not in specials.values()} | specials
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 101), ("[SEP]", 102)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def _untie_t5_head(model: torch.nn.Module, family: str) -> None:
+    """Flan-T5 checkpoints hold an LM head apart from the input embeddings; transformers >= 5 builds T5 tied and
+    unties only when the loaded weights differ, so a random model gets its own head here (the real size)."""
+    if family != "t5":
+        return
+    lm = model.language_model
+    if lm.lm_head.weight is lm.shared.weight:
+        lm.lm_head.weight = torch.nn.Parameter(lm.shared.weight.detach().clone())
+
+
 def random_checkpoint(name: str, device: str = "auto", dtype: str | None = None, image_size: int | None = None,
                       seed: int = 0) -> LoadedCheckpoint:
     """The shipped architecture ``name`` with random weights, in evalkit's per-component precision."""
-    from transformers import Blip2Config, Blip2ForConditionalGeneration
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     spec = read_config(name)
     family = spec["family"]
     config = Blip2Config(**spec["config"])
-    image_token_id = int(spec["config"]["image_token_index"])
-    config.image_token_id = image_token_id
+    image_token_id = spec["config"].get("image_token_index")  # the generation models' only
+    if image_token_id is not None:
+        config.image_token_id = int(image_token_id)
+    model_class = Blip2ForImageTextRetrieval if family == "itm" else Blip2ForConditionalGeneration
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(family, torch_device, dtype)
     torch.manual_seed(seed)
@@ -88,13 +119,14 @@ def random_checkpoint(name: str, device: str = "auto", dtype: str | None = None,
     torch.set_default_dtype(torch_dtype)  # build in the load dtype: a 12B model never exists in fp32
     try:
         with torch.device(torch_device):
-            model = Blip2ForConditionalGeneration(config)
+            model = model_class(config)
+            _untie_t5_head(model, family)
     finally:
         torch.set_default_dtype(default)
     set_component_precision(model, family, torch_device, dtype)
     model.to(torch_device).eval()
-    text = config.text_config
-    tokenizer = synthetic_tokenizer(family, int(text.vocab_size), image_token_id)
+    vocab = config.qformer_config.vocab_size if family == "itm" else config.text_config.vocab_size
+    tokenizer = synthetic_tokenizer(family, int(vocab), image_token_id)
     size = int(config.vision_config.image_size)
     processor = SimpleNamespace(tokenizer=tokenizer, image_processor=SimpleNamespace(
         size={"height": size, "width": size}, image_mean=CLIP_MEAN, image_std=CLIP_STD))

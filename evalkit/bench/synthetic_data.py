@@ -57,3 +57,30 @@ def write_vqa_set(directory: Path, num_images: int, questions_per_image: int, di
     (directory / f"v2_OpenEnded_mscoco_{SUBTYPE}_questions.json").write_text(json.dumps({**header, "questions": questions}))
     (directory / f"v2_mscoco_{SUBTYPE}_annotations.json").write_text(json.dumps({**header, "annotations": annotations}))
     return directory
+
+
+CAPTION_WORDS = ("a man woman dog cat red blue small large standing sitting on in near the street table field "
+                 "with two people riding holding white black green plate of food bus train tennis ball").split()
+
+
+def write_caption_set(directory: Path, num_images: int, captions_per_image: int, distinct: int = 64) -> Path:
+    """``num_images`` JPEGs and a Karpathy-format split file (split "test") with captions of 8-14 words."""
+    images = directory / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    pool = []
+    for index in range(min(distinct, num_images)):
+        path = images / f"{index:012d}.jpg"
+        synthetic_picture(index).save(path, quality=90)
+        pool.append(path)
+    for index in range(len(pool), num_images):
+        shutil.copyfile(pool[index % len(pool)], images / f"{index:012d}.jpg")
+    rng = np.random.default_rng(0)
+    entries = []
+    for image in range(num_images):
+        sentences = [{"raw": " ".join(rng.choice(CAPTION_WORDS, size=int(rng.integers(8, 15))))}
+                     for _ in range(captions_per_image)]
+        entries.append({"filepath": "images", "filename": f"{image:012d}.jpg", "split": "test", "cocoid": image,
+                        "sentences": sentences})
+    path = directory / "dataset_synthetic.json"
+    path.write_text(json.dumps({"images": entries}))
+    return path

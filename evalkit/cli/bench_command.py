@@ -10,7 +10,7 @@ import typer
 
 from evalkit.core.errors import EvalkitError
 
-TINY_MODELS = {"opt": "blip2-tiny-opt", "t5": "blip2-tiny-t5"}
+TINY_MODELS = {"opt": "blip2-tiny-opt", "t5": "blip2-tiny-t5", "itm": "blip2-tiny-itm"}
 
 
 def bench(
@@ -22,8 +22,11 @@ def bench(
     tiny: bool = typer.Option(False, "--tiny", help="the bundled trained tiny model of the model's family "
                               "(runs on CPU in seconds)"),
     task: str = typer.Option("vqav2", help="vqav2 (5 beams, 10 tokens), coco-caption (5 beams, 30), greedy30; "
-                                           "TASK,TASK,... measures each with the model loaded once"),
-    num_samples: int = typer.Option(64, "--num-samples", "-n", min=1),
+                                           "TASK,TASK,... measures each with the model loaded once; retrieval "
+                                           "(an ITM model: ITC + ITM re-rank, projected to COCO 5k)"),
+    num_samples: int = typer.Option(64, "--num-samples", "-n", min=1, help="samples (retrieval: images, 5 "
+                                                                           "captions each)"),
+    k: int = typer.Option(128, "--k", min=1, help="retrieval: ITC shortlist re-ranked by ITM"),
     batch_size: str = typer.Option("auto", help="a number, or auto (the largest that fits on a GPU, found by a "
                                                 "probe; 8 on CPU)"),
     kv_cache: str = typer.Option("dynamic", help="dynamic, static, or dynamic,static to measure both"),
@@ -46,6 +49,8 @@ def bench(
     from evalkit.models.image_preprocessing import IMAGE_PIPELINES
     from evalkit.models.loading import ATTN_IMPLEMENTATIONS
 
+    if task == "retrieval":
+        return _bench_retrieval(model, random_weights, tiny, device, dtype, image_size, num_samples, k, batch_size)
     tasks = _choices("bench task", task, tuple(TASKS))
     caches = _choices("--kv-cache value", kv_cache, KV_CACHES)
     pipelines = _choices("--image-pipeline value", image_pipeline, IMAGE_PIPELINES)
@@ -64,6 +69,21 @@ def bench(
     typer.echo(json.dumps(results[0] if len(results) == 1 else results, indent=1))
 
 
+def _bench_retrieval(model: str, random_weights: bool, tiny: bool, device: str, dtype: Optional[str],
+                     image_size: Optional[int], num_images: int, k: int, batch_size: str) -> None:
+    """`evalkit bench --task retrieval`: one retrieval run's stages and its projection to COCO 5k."""
+    from evalkit.bench.retrieval_throughput import run_retrieval_bench
+
+    if batch_size != "auto" and not batch_size.isdigit():
+        raise EvalkitError(f"--batch-size must be a number or auto, not {batch_size!r}")
+    checkpoint = _checkpoint(model, random_weights, tiny, device, dtype, image_size, family="itm")
+    if checkpoint.entry.family != "itm":
+        raise EvalkitError(f"--task retrieval needs an ITM model (e.g. blip2-itm-vit-g), not {checkpoint.entry.name}")
+    result = run_retrieval_bench(checkpoint, num_images, k=k, image_size=image_size,
+                                 batch_size=None if batch_size == "auto" else int(batch_size))
+    typer.echo(json.dumps(result, indent=1))
+
+
 def _choices(what: str, value: str, known: tuple[str, ...]) -> list[str]:
     """``a,b`` -> [a, b], each one of ``known``; a one-line error otherwise."""
     names = [name.strip() for name in value.split(",") if name.strip()]
@@ -74,20 +94,20 @@ def _choices(what: str, value: str, known: tuple[str, ...]) -> list[str]:
 
 
 def _checkpoint(model: str, random_weights: bool, tiny: bool, device: str, dtype: Optional[str],
-                image_size: Optional[int]):
+                image_size: Optional[int], family: str | None = None):
+    """The model to measure; ``--tiny`` takes the family from the model name (or ``family``)."""
     from evalkit.models.catalog import resolve_model
     from evalkit.models.loading import load_checkpoint
 
+    family = family or ("t5" if "t5" in model else "opt")
     if tiny and random_weights:
         from evalkit.bench.random_model import random_checkpoint
 
-        family = "t5" if "t5" in model else "opt"
         return random_checkpoint(f"tiny-{family}", device, dtype, image_size)
     if tiny:
         from evalkit.demo.bundled import MODELS_DIR
 
-        return load_checkpoint(resolve_model(str(MODELS_DIR / TINY_MODELS["t5" if "t5" in model else "opt"])),
-                               device, dtype)
+        return load_checkpoint(resolve_model(str(MODELS_DIR / TINY_MODELS[family])), device, dtype)
     if random_weights:
         from evalkit.bench.random_model import random_checkpoint
 

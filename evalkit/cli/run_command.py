@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from evalkit.cli.model_options import (DEVICE, DTYPE, IMAGE_SIZE, LENGTH_PENALTY, MAX_NEW_TOKENS, MIN_NEW_TOKENS,
+                                       NUM_BEAMS, QUIET, REPETITION_PENALTY)
 from evalkit.core.errors import EvalkitError
 
 out = Console()
@@ -39,20 +42,20 @@ def run(
     limit: Optional[int] = typer.Option(None, help="first N samples only (the result is marked non-reportable)"),
     batch_size: Optional[str] = typer.Option(None, help="samples per batch, or auto: the largest that fits "
                                                        "(default: auto on a GPU, 8 on CPU)"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps"),
-    dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (default: per model family)"),
+    device: str = DEVICE,
+    dtype: Optional[str] = DTYPE,
     prompt: Optional[str] = typer.Option(None, help="prompt template; {question} is the question; '' = none"),
     protocol: Optional[str] = typer.Option(None, "--protocol",
                                            help="a named protocol of the task (paper, lavis, ...: `evalkit list tasks`)"),
     prompt_variant: Optional[str] = typer.Option(None, help="a named prompt of the task"),
-    num_beams: Optional[int] = typer.Option(None, help="beam count"),
-    max_new_tokens: Optional[int] = typer.Option(None, help="most new tokens"),
-    min_new_tokens: Optional[int] = typer.Option(None, help="fewest new tokens"),
+    num_beams: Optional[int] = NUM_BEAMS,
+    max_new_tokens: Optional[int] = MAX_NEW_TOKENS,
+    min_new_tokens: Optional[int] = MIN_NEW_TOKENS,
     min_length: Optional[int] = typer.Option(None, help="LAVIS min_length: fewest decoder tokens, BOS + prompt "
                                                         "counted for OPT, the start token for T5 (0 = off)"),
-    length_penalty: Optional[float] = typer.Option(None, help="beam length penalty"),
-    repetition_penalty: Optional[float] = typer.Option(None, help="repetition penalty"),
-    image_size: Optional[int] = typer.Option(None, help="image size in px (default: the checkpoint's processor)"),
+    length_penalty: Optional[float] = LENGTH_PENALTY,
+    repetition_penalty: Optional[float] = REPETITION_PENALTY,
+    image_size: Optional[int] = IMAGE_SIZE,
     chat: Optional[bool] = typer.Option(None, "--chat/--single-turn", help="VQA: one conversation per image"),
     vqa_metric: str = typer.Option("official", help="VQA accuracy: official, lavis or lmms"),
     k: Optional[int] = typer.Option(None, "--k", help="retrieval: ITC shortlist size re-ranked by ITM"),
@@ -71,35 +74,54 @@ def run(
                                                      "on the GPU (pixels within 1-2 levels; not reportable)"),
     skip_bad_images: bool = typer.Option(False, help="record missing/undecodable images as failed and go on"),
     include_path: List[str] = typer.Option([], help="folder of extra task files (repeatable)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    quiet: bool = QUIET,
     json_out: bool = typer.Option(False, "--json", help="print run.json instead of a table"),
 ) -> None:
     """Run a task with a model: batched, resumable, scored with the official metric.
 
     With several tasks or models (comma-separated), run every task with every model, each cell its own
     resumable run, and end with a model x task table and the cells that failed."""
-    from evalkit.core.run_options import RunOptions
-
-    task, model, cells = resolve_task_and_model(task, model, include_path)
-    batch_size = parse_batch_size(batch_size)
-    check_run_options(limit=limit, batch_size=batch_size, results=results, run_id=run_id)
-    check_runtime_choices(device_map=device_map, attn_implementation=attn_implementation, kv_cache=kv_cache,
-                          image_pipeline=image_pipeline)
-    overrides = protocol_overrides(prompt=prompt, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                   min_new_tokens=min_new_tokens, min_length=min_length, length_penalty=length_penalty,
-                                   repetition_penalty=repetition_penalty, image_size=image_size, dtype=dtype,
-                                   chat=chat, rerank_k=k, rerank=False if no_rerank else None)
-    options = RunOptions(task=task, model=model, data=data, split=split, images=images,
-                         columns=_parse_columns(column), limit=limit, batch_size=batch_size, device=device,
-                         overrides=overrides, prompt_variant=prompt_variant, protocol_name=protocol,
-                         vqa_metric=vqa_metric,
-                         results_dir=results, run_id=run_id,
-                         overwrite=overwrite, wait=wait, device_map=device_map, skip_bad_images=skip_bad_images,
-                         attn_implementation=attn_implementation, kv_cache=kv_cache, image_pipeline=image_pipeline,
-                         include_paths=tuple(include_path), export_scores=scores,
-                         show_progress=not quiet and sys.stderr.isatty())
+    options, cells = checked_run_options(dict(locals()))
     if cells:
         raise typer.Exit(run_and_print_sweep(cells, options, json_out))
+    run_and_print_task(options, json_out)
+
+
+def checked_run_options(flags: dict) -> tuple:
+    """(RunOptions, sweep cells) from `evalkit run`'s flags, each checked before anything loads (a one-line error,
+    exit 2); with a sweep, the options are those of its first cell."""
+    from evalkit.core.run_options import RunOptions
+
+    flag = SimpleNamespace(**flags)
+    task, model, cells = resolve_task_and_model(flag.task, flag.model, flag.include_path)
+    batch_size = parse_batch_size(flag.batch_size)
+    check_run_options(limit=flag.limit, batch_size=batch_size, results=flag.results, run_id=flag.run_id)
+    check_runtime_choices(device_map=flag.device_map, attn_implementation=flag.attn_implementation,
+                          kv_cache=flag.kv_cache, image_pipeline=flag.image_pipeline)
+    overrides = flag_overrides(flag)
+    options = RunOptions(task=task, model=model, data=flag.data, split=flag.split, images=flag.images,
+                         columns=_parse_columns(flag.column), limit=flag.limit, batch_size=batch_size,
+                         device=flag.device, overrides=overrides, prompt_variant=flag.prompt_variant,
+                         protocol_name=flag.protocol, vqa_metric=flag.vqa_metric, results_dir=flag.results,
+                         run_id=flag.run_id, overwrite=flag.overwrite, wait=flag.wait, device_map=flag.device_map,
+                         skip_bad_images=flag.skip_bad_images, attn_implementation=flag.attn_implementation,
+                         kv_cache=flag.kv_cache, image_pipeline=flag.image_pipeline,
+                         include_paths=tuple(flag.include_path), export_scores=flag.scores,
+                         show_progress=not flag.quiet and sys.stderr.isatty())
+    return options, cells
+
+
+def flag_overrides(flag: SimpleNamespace) -> dict:
+    """The protocol fields `evalkit run`'s flags set, checked for sign."""
+    return protocol_overrides(prompt=flag.prompt, num_beams=flag.num_beams, max_new_tokens=flag.max_new_tokens,
+                              min_new_tokens=flag.min_new_tokens, min_length=flag.min_length,
+                              length_penalty=flag.length_penalty, repetition_penalty=flag.repetition_penalty,
+                              image_size=flag.image_size, dtype=flag.dtype, chat=flag.chat, rerank_k=flag.k,
+                              rerank=False if flag.no_rerank else None)
+
+
+def run_and_print_task(options, json_out: bool) -> None:
+    """Run one task with one model and print its run.json (--json) or a table of its metrics."""
     from evalkit.engine.evaluate import run_task
 
     outcome = run_task(options)

@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evalkit.core.errors import EvalkitError
 from evalkit.core.protocol import sha256_of
@@ -60,17 +61,48 @@ def load_task_data(task: TaskSpec, options: RunOptions) -> SampleSet:
     return sample_set.limited(options.limit)
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything settled before the run folder is locked: what runs, with which model and data, and where."""
+
+    options: RunOptions
+    started: float
+    ranks: distributed.Ranks
+    task: TaskSpec
+    entry: ModelEntry
+    protocol: Any
+    overrides: dict
+    sample_set: SampleSet
+    device_arg: str
+    device: Any
+    dtype: Any
+    directory: Path
+    weights: str
+    header: dict
+    run_id: str
+    run_dir: Path
+
+
 def run_task(options: RunOptions) -> RunOutcome:
     """Run (or resume, or re-score) one task with one model and write its run record."""
+    prepared = prepare_run(options)
+    journal = PredictionJournal(prepared.run_dir)
+    distributed.init_process_group(prepared.ranks)
+    # one process per run folder, from the journal to run.json; of a data-parallel run, rank 0 holds it
+    with journal.locked(wait=options.wait) if prepared.ranks.is_main else contextlib.nullcontext():
+        record = run_in_locked_folder(prepared, journal)
+    distributed.barrier(prepared.ranks)  # the other ranks wait for run.json
+    if record is None:  # a data-parallel rank other than 0 returns rank 0's record
+        record = json.loads((prepared.run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    return RunOutcome(prepared.run_dir, record)
+
+
+def prepare_run(options: RunOptions) -> PreparedRun:
+    """The task, model, protocol, data, device, journal header and run folder of one run, checked before loading."""
     started = time.time()
     task = get_task(options.task, list(options.include_paths))
     entry = resolve_model(options.model)
-    if task.kind.model_kind != entry.kind:
-        raise EvalkitError(f"task {task.name} ({task.kind.name}) cannot run {entry.name} (a {entry.kind} model)")
-    ranks = distributed.ranks_from_env()
-    if ranks.world > 1 and not getattr(task.kind, "data_parallel", False):
-        raise EvalkitError(f"task {task.name} ({task.kind.name}) runs in one process only; launch it without "
-                           f"torchrun/accelerate (WORLD_SIZE={ranks.world})")
+    ranks = checked_ranks(task, entry)
     protocol, overrides = resolve_protocol(task, entry.family, options)
     sample_set = load_task_data(task, options)
     device_arg = distributed.rank_device(options.device, ranks)
@@ -82,48 +114,86 @@ def run_task(options: RunOptions) -> RunOutcome:
     header = journal_header(task, entry, protocol, sample_set, weights, dtype_name(dtype), options.image_pipeline)
     run_id = options.run_id or header_id(header)
     run_dir = Path(options.results_dir) / safe_name(entry.name) / task.name / run_id
-    journal = PredictionJournal(run_dir)
-    distributed.init_process_group(ranks)
-    # one process per run folder, from the journal to run.json; of a data-parallel run, rank 0 holds it
-    with journal.locked(wait=options.wait) if ranks.is_main else contextlib.nullcontext():
-        done = journal.open(header, overwrite=options.overwrite) if ranks.is_main else {}
-        if ranks.is_main:
-            done = distributed.fold_leftover_journals(journal, sample_set.samples, ranks.world, done)
-            journal.check_images(sample_set.samples, done)
-        job = RunJob(task, entry, protocol, sample_set, options, run_dir, done,
-                     load_checkpoint=lambda: load_checkpoint(entry, device_arg, protocol.dtype,
-                                                             known_weights_sha256=weights,
-                                                             device_map=options.device_map,
-                                                             attn_implementation=options.attn_implementation),
-                     append=journal.append, completed=journal.completed)
-        if ranks.world == 1:
-            output = task.kind.run(job)
-        else:
-            distributed.barrier(ranks)  # the other ranks start once rank 0 holds and has opened the folder
-            output, rank_counts = distributed.run_shard(job, journal, ranks)
-            if not ranks.is_main:  # rank 0 scores and records; the others return its record
-                distributed.barrier(ranks)
-                return RunOutcome(run_dir, json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")))
-        official_file = task.kind.write_official_file(run_dir, sample_set, output.predictions)
-        scores = score_run(job, output, official_file)
-        record = build_record(task=task, entry=entry, protocol=protocol, overrides=overrides, sample_set=sample_set,
-                              predictions=output.predictions, scores=scores, stats=output.stats, resumed=output.resumed,
-                              device=device, dtype=dtype, weights=weights, directory=directory,
-                              checkpoint=output.checkpoint, run_id=run_id, header=header, options=options,
-                              wall_seconds=time.time() - started,
-                              extra={"official_predictions_file": official_file.name} if official_file else None)
-        record["data"]["images"] = journal.image_identity(sample_set.samples)
-        record["runtime"]["world_size"] = ranks.world
-        if ranks.world > 1:
-            record["counts"]["generated_this_invocation"] = sum(c["generated"] for c in rank_counts)
-            record["runtime"]["data_parallel"] = {"shard": "by image: image i (first appearance) on rank i mod N",
-                                                  "ranks": rank_counts}
-        if task.compare_with and scores.metrics:
-            record["comparison"] = compare_with_sibling(Path(options.results_dir) / safe_name(entry.name),
-                                                        task.compare_with, header, scores)
-        write_record(run_dir, record, scores)
-    distributed.barrier(ranks)  # the other ranks wait for run.json
-    return RunOutcome(run_dir, record)
+    return PreparedRun(options, started, ranks, task, entry, protocol, overrides, sample_set, device_arg, device,
+                       dtype, directory, weights, header, run_id, run_dir)
+
+
+def checked_ranks(task: TaskSpec, entry: ModelEntry) -> distributed.Ranks:
+    """This process's place in the launch, once the model is of the kind the task runs and a data-parallel launch
+    is of a kind that shards."""
+    if task.kind.model_kind != entry.kind:
+        raise EvalkitError(f"task {task.name} ({task.kind.name}) cannot run {entry.name} (a {entry.kind} model)")
+    ranks = distributed.ranks_from_env()
+    if ranks.world > 1 and not getattr(task.kind, "data_parallel", False):
+        raise EvalkitError(f"task {task.name} ({task.kind.name}) runs in one process only; launch it without "
+                           f"torchrun/accelerate (WORLD_SIZE={ranks.world})")
+    return ranks
+
+
+def run_in_locked_folder(prepared: PreparedRun, journal: PredictionJournal) -> dict | None:
+    """Generate what the journal lacks, then score and record; None on a data-parallel rank other than 0."""
+    ranks = prepared.ranks
+    done = open_journal(prepared, journal) if ranks.is_main else {}
+    job = run_job(prepared, journal, done)
+    if ranks.world == 1:
+        return score_and_record(prepared, job, journal, prepared.task.kind.run(job))
+    distributed.barrier(ranks)  # the other ranks start once rank 0 holds and has opened the folder
+    output, rank_counts = distributed.run_shard(job, journal, ranks)
+    if not ranks.is_main:  # rank 0 scores and records
+        return None
+    return score_and_record(prepared, job, journal, output, rank_counts)
+
+
+def open_journal(prepared: PreparedRun, journal: PredictionJournal) -> dict:
+    """The predictions already made for this run: its journal (with the leftovers of data-parallel ranks folded
+    in), opened under this run's header, its images checked against the journal's."""
+    samples = prepared.sample_set.samples
+    done = journal.open(prepared.header, overwrite=prepared.options.overwrite)
+    done = distributed.fold_leftover_journals(journal, samples, prepared.ranks.world, done)
+    journal.check_images(samples, done)
+    return done
+
+
+def run_job(prepared: PreparedRun, journal: PredictionJournal, done: dict) -> RunJob:
+    """What the kind's runner gets: the run's inputs, its finished predictions, and how to load the model."""
+    options, entry, protocol = prepared.options, prepared.entry, prepared.protocol
+    return RunJob(prepared.task, entry, protocol, prepared.sample_set, options, prepared.run_dir, done,
+                  load_checkpoint=lambda: load_checkpoint(entry, prepared.device_arg, protocol.dtype,
+                                                          known_weights_sha256=prepared.weights,
+                                                          device_map=options.device_map,
+                                                          attn_implementation=options.attn_implementation),
+                  append=journal.append, completed=journal.completed)
+
+
+def score_and_record(prepared: PreparedRun, job: RunJob, journal: PredictionJournal, output,
+                     rank_counts: list[dict] | None = None) -> dict:
+    """Write the official file, score the predictions, and write sample_scores.jsonl and run.json."""
+    task, sample_set, run_dir = prepared.task, prepared.sample_set, prepared.run_dir
+    official_file = task.kind.write_official_file(run_dir, sample_set, output.predictions)
+    scores = score_run(job, output, official_file)
+    record = build_record(task=task, entry=prepared.entry, protocol=prepared.protocol, overrides=prepared.overrides,
+                          sample_set=sample_set, predictions=output.predictions, scores=scores, stats=output.stats,
+                          resumed=output.resumed, device=prepared.device, dtype=prepared.dtype,
+                          weights=prepared.weights, directory=prepared.directory, checkpoint=output.checkpoint,
+                          run_id=prepared.run_id, header=prepared.header, options=prepared.options,
+                          wall_seconds=time.time() - prepared.started,
+                          extra={"official_predictions_file": official_file.name} if official_file else None)
+    record["data"]["images"] = journal.image_identity(sample_set.samples)
+    record_data_parallel(record, prepared.ranks.world, rank_counts)
+    if task.compare_with and scores.metrics:
+        record["comparison"] = compare_with_sibling(Path(prepared.options.results_dir) / safe_name(prepared.entry.name),
+                                                    task.compare_with, prepared.header, scores)
+    write_record(run_dir, record, scores)
+    return record
+
+
+def record_data_parallel(record: dict, world: int, rank_counts: list[dict] | None) -> None:
+    """The world size in the record's runtime; of a data-parallel run, also the sharding and each rank's counts."""
+    record["runtime"]["world_size"] = world
+    if world > 1:
+        record["counts"]["generated_this_invocation"] = sum(c["generated"] for c in rank_counts)
+        record["runtime"]["data_parallel"] = {"shard": "by image: image i (first appearance) on rank i mod N",
+                                              "ranks": rank_counts}
 
 
 def score_run(job: RunJob, output, official_file: Path | None) -> ScoreResult:

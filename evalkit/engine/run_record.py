@@ -45,22 +45,12 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
     """Assemble run.json's content (metrics, protocol, data, model, counts, provenance)."""
     reportable, reasons = reportability(task, sample_set, predictions, options.limit,
                                         getattr(options, "image_pipeline", "lavis"))
-    in_run = [predictions[s.id] for s in sample_set.samples]
-    generated = stats.generated if stats else 0
-    gen_seconds = stats.generation_seconds if stats else 0.0
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "task": task.to_record(),
-        "model": {
-            "name": entry.name,
-            "source": entry.source if not entry.builtin else f"evalkit:{entry.name}",
-            "family": entry.family,
-            "revision": checkpoint.revision if checkpoint else _revision(directory),
-            "weights_sha256": weights,
-            "num_parameters": checkpoint.num_parameters if checkpoint else None,
-        },
+        "model": _model_section(entry, checkpoint, directory, weights),
         "protocol": protocol.to_dict(),
         "protocol_fingerprint": protocol.fingerprint(),
         "overrides": overrides,
@@ -71,39 +61,65 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
         "details": scores.details,
         "reportable": reportable,
         "not_reportable_reasons": reasons,
-        "counts": {
-            "samples": len(sample_set.samples),
-            "empty_predictions": sum(1 for p in in_run if p.status == "ok" and not p.prediction.strip()),
-            "failed": sum(1 for p in in_run if p.status != "ok"),
-            "resumed_from_journal": resumed,
-            "generated_this_invocation": generated,
-        },
-        "runtime": {
-            "device": str(device),
-            "device_map": _device_map(checkpoint, options),
-            "device_name": device_description(device),
-            "dtype": dtype_name(dtype),
-            "image_size": protocol.image_size or entry.image_size,
-            "batch_size": (stats.batch_size if stats else None) or options.batch_size,
-            "batch_size_requested": options.batch_size or "default",
-            "wall_seconds": round(wall_seconds, 3),
-            "generation_seconds": round(gen_seconds, 3),
-            "samples_per_second": round(generated / gen_seconds, 3) if gen_seconds else None,
-            "images_encoded": stats.images_encoded if stats else 0,
-            "oom_retries": stats.oom_retries if stats else 0,
-            "decode_workers": stats.decode_workers if stats else 0,
-            "precision": component_dtypes(checkpoint.model) if checkpoint else None,
-            "image_pipeline": _image_pipeline(options),
-            "attn_implementation": attention_kernels(checkpoint.model) if checkpoint else None,
-            "kv_cache": getattr(options, "kv_cache", "dynamic"),
-            "beam_length_normalisation": beam_length_normalisation(),
-        },
+        "counts": _counts_section(sample_set, predictions, stats, resumed),
+        "runtime": _runtime_section(stats=stats, device=device, dtype=dtype, checkpoint=checkpoint, options=options,
+                                    image_size=protocol.image_size or entry.image_size, wall_seconds=wall_seconds),
         "journal_header": header,
         "provenance": provenance(),
     }
     if extra:
         record.update(extra)
     return record
+
+
+def _model_section(entry, checkpoint, directory: Path, weights: str) -> dict:
+    """run.json's "model": which checkpoint ran, at which revision, with which weights."""
+    return {
+        "name": entry.name,
+        "source": entry.source if not entry.builtin else f"evalkit:{entry.name}",
+        "family": entry.family,
+        "revision": checkpoint.revision if checkpoint else _revision(directory),
+        "weights_sha256": weights,
+        "num_parameters": checkpoint.num_parameters if checkpoint else None,
+    }
+
+
+def _counts_section(sample_set, predictions: dict, stats, resumed) -> dict:
+    """run.json's "counts": samples, empty and failed predictions, and how many came from the journal."""
+    in_run = [predictions[s.id] for s in sample_set.samples]
+    return {
+        "samples": len(sample_set.samples),
+        "empty_predictions": sum(1 for p in in_run if p.status == "ok" and not p.prediction.strip()),
+        "failed": sum(1 for p in in_run if p.status != "ok"),
+        "resumed_from_journal": resumed,
+        "generated_this_invocation": stats.generated if stats else 0,
+    }
+
+
+def _runtime_section(*, stats, device, dtype, checkpoint, options, image_size, wall_seconds: float) -> dict:
+    """run.json's "runtime": where and how the model ran, and how fast."""
+    generated = stats.generated if stats else 0
+    gen_seconds = stats.generation_seconds if stats else 0.0
+    return {
+        "device": str(device),
+        "device_map": _device_map(checkpoint, options),
+        "device_name": device_description(device),
+        "dtype": dtype_name(dtype),
+        "image_size": image_size,
+        "batch_size": (stats.batch_size if stats else None) or options.batch_size,
+        "batch_size_requested": options.batch_size or "default",
+        "wall_seconds": round(wall_seconds, 3),
+        "generation_seconds": round(gen_seconds, 3),
+        "samples_per_second": round(generated / gen_seconds, 3) if gen_seconds else None,
+        "images_encoded": stats.images_encoded if stats else 0,
+        "oom_retries": stats.oom_retries if stats else 0,
+        "decode_workers": stats.decode_workers if stats else 0,
+        "precision": component_dtypes(checkpoint.model) if checkpoint else None,
+        "image_pipeline": _image_pipeline(options),
+        "attn_implementation": attention_kernels(checkpoint.model) if checkpoint else None,
+        "kv_cache": getattr(options, "kv_cache", "dynamic"),
+        "beam_length_normalisation": beam_length_normalisation(),
+    }
 
 
 def _image_pipeline(options) -> str:

@@ -17,17 +17,21 @@ from evalkit.core.errors import EvalkitError
 from evalkit.core.progress import progress_bar
 from evalkit.core.scores import RunStats
 from evalkit.data.images import image_record, record_unchanged
-from evalkit.inference.generation_runner import load_images
+from evalkit.inference.image_prefetch import ImagePrefetcher, StageTimes, default_workers
 from evalkit.inference.itm_rerank import itc_similarity, rerank_with_itm
+from evalkit.models.image_preprocessing import to_device
 
 IMAGE_FEATS_FILE = "image_feats.pt"
 TEXT_FEATS_FILE = "text_feats.pt"
 
 
 def rank_images_and_texts(retriever, sample_set, texts: list[str], protocol, run_dir: Path, batch_size: int,
-                          show_progress: bool, skip_bad_images: bool) -> tuple[torch.Tensor, torch.Tensor, RunStats]:
-    """(image x text scores, text x image scores, stats): ITC similarity, the top-k re-ranked by ITM."""
+                          show_progress: bool, skip_bad_images: bool,
+                          times: dict[str, float] | None = None) -> tuple[torch.Tensor, torch.Tensor, RunStats]:
+    """(image x text scores, text x image scores, stats): ITC similarity, the top-k re-ranked by ITM.
+    ``times`` collects seconds per stage (images, texts, itc, itm_rerank) and the host wait for images."""
     stats = RunStats(batch_size=batch_size)
+    times = times if times is not None else {}
     started = time.perf_counter()
     image_file, text_file = Path(run_dir) / IMAGE_FEATS_FILE, Path(run_dir) / TEXT_FEATS_FILE
     vision = None
@@ -35,15 +39,18 @@ def rank_images_and_texts(retriever, sample_set, texts: list[str], protocol, run
     image_feats = None if protocol.rerank else cached_image_feats(image_file, sample_set.samples)
     if image_feats is None:
         vision, image_feats, records = _embed_images(retriever, sample_set, batch_size, show_progress,
-                                                     skip_bad_images)
+                                                     skip_bad_images, stats, times)
         _save(image_file, {"image_feats": image_feats, "images": records})
         stats.images_encoded = len(sample_set.samples)
+    times["images"] = time.perf_counter() - started
     if text_file.exists():
         text_feats = torch.load(text_file)
     else:
         text_feats = _embed_texts(retriever, texts, batch_size * 4, show_progress)
         _save(text_file, text_feats)
+    times["texts"] = time.perf_counter() - started - times["images"]
     similarity = itc_similarity(image_feats, text_feats)
+    times["itc"] = time.perf_counter() - started - times["images"] - times["texts"]
     tokens = retriever.tokenize(texts)
 
     def itm_score(image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
@@ -59,8 +66,10 @@ def rank_images_and_texts(retriever, sample_set, texts: list[str], protocol, run
             advance(done - done_so_far[0], total)
             done_so_far[0] = done
 
+        reranking = time.perf_counter()
         i2t, t2i = rerank_with_itm(similarity, itm_score, k=k, batch_size=max(256, batch_size * 4), progress=report,
                                    rerank=k > 0)
+    times["itm_rerank"] = time.perf_counter() - reranking
     stats.generation_seconds = time.perf_counter() - started
     stats.generated = len(sample_set.samples)
     return i2t, t2i, stats
@@ -90,22 +99,44 @@ def cached_image_feats(path: Path, samples) -> torch.Tensor | None:
     return cached["image_feats"]
 
 
-def _embed_images(retriever, sample_set, batch_size: int, show: bool, skip_bad: bool):
-    """(vision embeddings, query features, the record of each image read) in sample order."""
+def _embed_images(retriever, sample_set, batch_size: int, show: bool, skip_bad: bool, stats: RunStats,
+                  times: dict[str, float]):
+    """(vision embeddings, query features, the record of each image read) in sample order; the images are
+    decoded and preprocessed by a thread pool ahead of the model (see image_prefetch)."""
     vision, feats, records = [], [], []
     keys = [s.image for s in sample_set.samples]
-    with progress_bar("images", total=len(keys), enabled=show) as advance:
-        for start in range(0, len(keys), batch_size):
-            batch = keys[start:start + batch_size]
-            loaded, bad = load_images(sample_set.images, batch, skip_bad)
+    batches = [keys[start:start + batch_size] for start in range(0, len(keys), batch_size)]
+    worker = lambda image: retriever.pixel_values([image])[0]  # per image: the same bits as a batch
+    prefetch_times = StageTimes()
+    stats.decode_workers = default_workers()
+    store = None
+    with progress_bar("images", total=len(keys), enabled=show) as advance, \
+            ImagePrefetcher(sample_set.images, batches, worker, stats.decode_workers, skip_bad,
+                            prefetch_times) as prefetch:
+        for index, batch in enumerate(batches):
+            loaded, bad = prefetch.take(index)
             if bad:
                 raise EvalkitError(f"retrieval needs every image; {len(bad)} bad (first: {next(iter(bad))})")
             records.extend(image_record(k) or {"image": k} for k in batch)
-            embeds, queries = retriever.encode_images(retriever.pixel_values([loaded[k] for k in batch]))
-            vision.append(embeds.cpu())
+            embeds, queries = retriever.encode_images(to_device([loaded[k] for k in batch], retriever.device))
+            if store is None:
+                store = vision_store(embeds, len(keys))
+            vision.append(embeds.to(store))
             feats.append(queries.float().cpu())
             advance(len(batch))
+    times["host_wait"] = prefetch_times.host_wait
     return torch.cat(vision), torch.cat(feats), records
+
+
+def vision_store(embeds: torch.Tensor, num_images: int) -> torch.device:
+    """Where the ITM re-rank's vision embeddings live: on the GPU when all of them take at most half its free
+    memory (re-ranking then indexes them there instead of copying ~4 GB per batch of pairs over PCIe), else in
+    host memory. Either way the values are the same."""
+    if embeds.device.type != "cuda":
+        return torch.device("cpu")
+    free, _ = torch.cuda.mem_get_info(embeds.device)
+    needed = embeds[0].numel() * embeds.element_size() * num_images
+    return embeds.device if needed <= free // 2 else torch.device("cpu")
 
 
 def _embed_texts(retriever, texts: list[str], batch_size: int, show: bool) -> torch.Tensor:
