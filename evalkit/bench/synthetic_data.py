@@ -31,17 +31,20 @@ def synthetic_picture(seed: int, size: tuple[int, int] = COCO_SIZE) -> Image.Ima
     return Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8))
 
 
+def write_pictures(folder: Path, names: list[str], distinct: int) -> None:
+    """A JPEG per name in ``folder``: ``distinct`` pictures written, copied under the other names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pool = []
+    for index, name in enumerate(names[:distinct]):
+        synthetic_picture(index).save(folder / name, quality=90)
+        pool.append(folder / name)
+    for index in range(len(pool), len(names)):
+        shutil.copyfile(pool[index % len(pool)], folder / names[index])
+
+
 def write_vqa_set(directory: Path, num_images: int, questions_per_image: int, distinct: int = 64) -> Path:
     """``num_images`` JPEGs in directory/val2014 and the official VQAv2 val files for them; returns directory."""
-    images = directory / SUBTYPE
-    images.mkdir(parents=True, exist_ok=True)
-    pool = []
-    for index in range(min(distinct, num_images)):
-        path = images / f"COCO_{SUBTYPE}_{index + 1:012d}.jpg"
-        synthetic_picture(index).save(path, quality=90)
-        pool.append(path)
-    for index in range(len(pool), num_images):
-        shutil.copyfile(pool[index % len(pool)], images / f"COCO_{SUBTYPE}_{index + 1:012d}.jpg")
+    write_pictures(directory / SUBTYPE, [f"COCO_{SUBTYPE}_{i + 1:012d}.jpg" for i in range(num_images)], distinct)
     questions, annotations = [], []
     for image in range(num_images):
         for turn in range(questions_per_image):
@@ -65,15 +68,7 @@ CAPTION_WORDS = ("a man woman dog cat red blue small large standing sitting on i
 
 def write_caption_set(directory: Path, num_images: int, captions_per_image: int, distinct: int = 64) -> Path:
     """``num_images`` JPEGs and a Karpathy-format split file (split "test") with captions of 8-14 words."""
-    images = directory / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    pool = []
-    for index in range(min(distinct, num_images)):
-        path = images / f"{index:012d}.jpg"
-        synthetic_picture(index).save(path, quality=90)
-        pool.append(path)
-    for index in range(len(pool), num_images):
-        shutil.copyfile(pool[index % len(pool)], images / f"{index:012d}.jpg")
+    write_pictures(directory / "images", [f"{i:012d}.jpg" for i in range(num_images)], distinct)
     rng = np.random.default_rng(0)
     entries = []
     for image in range(num_images):

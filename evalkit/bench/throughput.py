@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -58,6 +58,22 @@ def per_image_loop(generator: Blip2Generator, samples, images, protocol: Generat
     return time.perf_counter() - started
 
 
+@dataclass
+class _Measured:
+    """What one bench run measured (seconds unless named otherwise)."""
+
+    samples: list
+    batch: int
+    probe_seconds: float | None
+    baseline_samples: int
+    baseline_seconds: float
+    run_seconds: float
+    scoring_seconds: float
+    times: StageTimes
+    stats: object
+    accuracy: object
+
+
 def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: int = 64,
               batch_size: int | None = None, decode_workers: int | None = None, image_size: int | None = None,
               baseline_samples: int = 8, questions_per_image: int | None = None,
@@ -65,7 +81,6 @@ def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: in
               image_pipeline: str = "lavis") -> dict:
     """Measure the batched runner and the per-image loop on the same synthetic VQAv2-format set; a JSON dict.
     ``batch_size`` None is ``--batch-size auto``: the probe's size on a GPU."""
-    device = checkpoint.device
     protocol = bench_protocol(task, max_new_tokens)
     per_image = questions_per_image or QUESTIONS_PER_IMAGE[task]
     workers = decode_workers or default_workers()
@@ -73,55 +88,70 @@ def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: in
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         data = write_vqa_set(Path(tmp), math.ceil(num_samples / per_image), per_image)
         sample_set = load_vqa_set(parse_data_arg(str(data)), "val")
-        samples = sample_set.samples[:num_samples]
-        probe_started = time.perf_counter()
-        batch = batch_size or auto_batch_size(generator, [render_prompt(protocol, s.question) for s in samples],
-                                              protocol, len(samples))
-        probe_seconds = time.perf_counter() - probe_started
-        # warm-up (kernels, allocator, lazy imports) on a few samples, not counted
-        run_single_turn(generator, samples[:min(len(samples), 2)], sample_set.images, protocol, lambda p: None,
-                        2, decode_workers=workers)
-        baseline = samples[:max(1, min(baseline_samples, len(samples)))]
-        baseline_seconds = per_image_loop(generator, baseline, sample_set.images, protocol)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        predictions: list = []
-        times = StageTimes()
-        started = time.perf_counter()
-        stats = run_single_turn(generator, samples, sample_set.images, protocol, predictions.extend, batch,
-                                decode_workers=workers, times=times)
-        _sync(device)
-        run_seconds = time.perf_counter() - started
-        scoring_started = time.perf_counter()
-        answered = {int(p.id): p.prediction for p in predictions}
-        accuracy = score_vqa([sample_set.annotations[q] for q in answered], answered)
-        scoring_seconds = time.perf_counter() - scoring_started
-    samples_per_s = len(samples) / run_seconds
-    baseline_rate = len(baseline) / baseline_seconds
+        measured = _measure(generator, sample_set, sample_set.samples[:num_samples], protocol, batch_size, workers,
+                            baseline_samples)
+    return _result(checkpoint, generator, task, protocol, per_image, workers, measured)
+
+
+def _measure(generator: Blip2Generator, sample_set, samples: list, protocol: GenerationProtocol,
+             batch_size: int | None, workers: int, baseline_samples: int) -> _Measured:
+    """Probe (auto), warm up, time the per-image loop, then the batched run and its scoring."""
+    device = generator.device
+    probe_started = time.perf_counter()
+    batch = batch_size or auto_batch_size(generator, [render_prompt(protocol, s.question) for s in samples],
+                                          protocol, len(samples))
+    probe_seconds = None if batch_size else time.perf_counter() - probe_started
+    # warm-up (kernels, allocator, lazy imports) on a few samples, not counted
+    run_single_turn(generator, samples[:min(len(samples), 2)], sample_set.images, protocol, lambda p: None, 2,
+                    decode_workers=workers)
+    baseline = samples[:max(1, min(baseline_samples, len(samples)))]
+    baseline_seconds = per_image_loop(generator, baseline, sample_set.images, protocol)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    predictions: list = []
+    times = StageTimes()
+    started = time.perf_counter()
+    stats = run_single_turn(generator, samples, sample_set.images, protocol, predictions.extend, batch,
+                            decode_workers=workers, times=times)
+    _sync(device)
+    run_seconds = time.perf_counter() - started
+    scoring_started = time.perf_counter()
+    answered = {int(p.id): p.prediction for p in predictions}
+    accuracy = score_vqa([sample_set.annotations[q] for q in answered], answered)
+    return _Measured(samples, batch, probe_seconds, len(baseline), baseline_seconds, run_seconds,
+                     time.perf_counter() - scoring_started, times, stats, accuracy)
+
+
+def _result(checkpoint: LoadedCheckpoint, generator: Blip2Generator, task: str, protocol: GenerationProtocol,
+            per_image: int, workers: int, m: _Measured) -> dict:
+    """The bench's JSON for one measurement."""
+    device, times = checkpoint.device, m.times
+    samples_per_s = len(m.samples) / m.run_seconds
+    baseline_rate = m.baseline_samples / m.baseline_seconds
     return {
         "model": checkpoint.entry.name, "task": task, "device": _device_name(device),
         "dtype": str(checkpoint.dtype).replace("torch.", ""), "image_size": generator.image_size,
-        "levers": {"kv_cache": kv_cache, "image_pipeline": image_pipeline,
+        "levers": {"kv_cache": generator.kv_cache, "image_pipeline": generator.image_pipeline.name,
                    "attn_implementation": getattr(checkpoint.model.config, "_attn_implementation", None),
                    "batch_order": "length-sorted in windows of whole images"},
-        "batch_size_probe_s": round(probe_seconds, 3) if batch_size is None else None,
-        "padding": _padding(generator, samples, protocol, batch),
+        "batch_size_probe_s": None if m.probe_seconds is None else round(m.probe_seconds, 3),
+        "padding": _padding(generator, m.samples, protocol, m.batch),
         "protocol": {"num_beams": protocol.num_beams, "new_tokens": protocol.max_new_tokens,
                      "prompt": protocol.prompt},
-        "num_samples": len(samples), "num_images": times.images, "questions_per_image": per_image,
-        "batch_size": batch, "batch_size_used": stats.batch_size, "oom_retries": stats.oom_retries,
+        "num_samples": len(m.samples), "num_images": times.images, "questions_per_image": per_image,
+        "batch_size": m.batch, "batch_size_used": m.stats.batch_size, "oom_retries": m.stats.oom_retries,
         "decode_workers": workers,
-        "samples_per_s": round(samples_per_s, 2), "images_per_s": round(times.images / run_seconds, 2),
-        "seconds": round(run_seconds, 4),
+        "samples_per_s": round(samples_per_s, 2), "images_per_s": round(times.images / m.run_seconds, 2),
+        "seconds": round(m.run_seconds, 4),
         "stages_s": {"decode_preprocess_worker_s": round(times.decode_preprocess, 4),
                      "host_wait": round(times.host_wait, 4), "vision": round(times.vision, 4),
-                     "generation": round(times.generation, 4), "scoring": round(scoring_seconds, 4)},
-        "host_wait_fraction": round(times.host_wait / run_seconds, 4),
+                     "generation": round(times.generation, 4), "scoring": round(m.scoring_seconds, 4)},
+        "host_wait_fraction": round(times.host_wait / m.run_seconds, 4),
         "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         if device.type == "cuda" else None,
-        "baseline_per_image_loop": {"samples": len(baseline), "samples_per_s": round(baseline_rate, 3)},
+        "baseline_per_image_loop": {"samples": m.baseline_samples, "samples_per_s": round(baseline_rate, 3)},
         "ratio_to_baseline": round(samples_per_s / baseline_rate, 2),
-        "score_accuracy": getattr(accuracy, "overall", None),
+        "score_accuracy": getattr(m.accuracy, "overall", None),
     }
 
 

@@ -11,7 +11,8 @@ from rich.table import Table
 from evalkit.cli.caption_command import answer_cell, notice, out, print_summary, show_progress, write_jsonl
 from evalkit.cli.model_options import (BATCH_SIZE, DEVICE, DTYPE, IMAGE_SIZE, JSONL, LENGTH_PENALTY,
                                         MAX_NEW_TOKENS, MIN_NEW_TOKENS, MODEL, NUM_BEAMS, PROMPT_VARIANT, QUIET,
-                                        REPETITION_PENALTY, SKIP_BAD_IMAGES, URL_TIMEOUT, load_model, overrides)
+                                        REPETITION_PENALTY, SKIP_BAD_IMAGES, URL_TIMEOUT, load_model,
+                                        protocol_overrides)
 from evalkit.core.errors import EvalkitError
 
 
@@ -38,7 +39,7 @@ def ask(
     quiet: bool = QUIET,
 ) -> None:
     """Answer questions about images with the `vqav2` protocol (prompt and question preprocessing per family)."""
-    flags = overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+    flags = protocol_overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                       length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size)
     common = dict(prompt=prompt, prompt_variant=prompt_variant, skip_bad_images=skip_bad_images,
                   progress=show_progress(quiet), **flags)

@@ -17,7 +17,8 @@ from rich.table import Table
 
 from evalkit.cli.model_options import (BATCH_SIZE, DEVICE, DTYPE, IMAGE_SIZE, JSONL, LENGTH_PENALTY,
                                         MAX_NEW_TOKENS, MIN_NEW_TOKENS, MODEL, NUM_BEAMS, PROMPT_VARIANT, QUIET,
-                                        REPETITION_PENALTY, SKIP_BAD_IMAGES, URL_TIMEOUT, load_model, overrides)
+                                        REPETITION_PENALTY, SKIP_BAD_IMAGES, URL_TIMEOUT, load_model,
+                                        protocol_overrides)
 
 out = Console()
 err = Console(stderr=True)
@@ -76,7 +77,7 @@ def caption(
     """Caption images with the `coco-caption` protocol (unprompted unless --prompt), batched."""
     from evalkit.api.image_inputs import resolve_images
 
-    flags = overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+    flags = protocol_overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                       length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size)
     inputs = resolve_images(images, notice, url_timeout)  # bad input fails before the model loads
     loaded = load_model(model, "caption", device, dtype, batch_size)

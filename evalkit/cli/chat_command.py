@@ -17,7 +17,7 @@ import typer
 from evalkit.cli.caption_command import write_jsonl
 from evalkit.cli.model_options import (DEVICE, DTYPE, IMAGE_SIZE, JSONL, LENGTH_PENALTY, MAX_NEW_TOKENS,
                                         MIN_NEW_TOKENS, MODEL, NUM_BEAMS, PROMPT_VARIANT, REPETITION_PENALTY,
-                                        URL_TIMEOUT, load_model, overrides)
+                                        URL_TIMEOUT, load_model, protocol_overrides)
 from evalkit.core.errors import EvalkitError
 
 COMMANDS = {"/reset": "forget the conversation so far", "/quit": "leave"}
@@ -41,7 +41,7 @@ def chat(
     url_timeout: float = URL_TIMEOUT,
 ) -> None:
     """Chat about an image: earlier turns stay in the prompt; /reset starts again, /quit ends."""
-    flags = overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+    flags = protocol_overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                       length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size)
     turns = _script_lines(script) if script is not None else None
     conversation = _start_conversation(image, model, device, dtype, url_timeout,

@@ -45,8 +45,15 @@ def load_model(model: Optional[str], use: str, device: str, dtype: Optional[str]
     return load(default_model(model, use), device=device, dtype=dtype, batch_size=batch_size)
 
 
-def overrides(**flags) -> dict:
-    """Protocol fields set on the command line, checked as `evalkit run` checks them."""
-    from evalkit.cli.run_command import protocol_overrides
+def protocol_overrides(**flags) -> dict:
+    """The protocol fields set on the command line (None = not set), checked for sign."""
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    for key in ("num_beams", "max_new_tokens", "image_size"):
+        if key in overrides and overrides[key] < 1:
+            raise EvalkitError(f"--{key.replace('_', '-')} must be positive (got {overrides[key]})")
+    for key in ("rerank_k", "min_new_tokens", "min_length"):
+        if key in overrides and overrides[key] < 0:
+            raise EvalkitError(f"--{key.replace('_', '-').replace('rerank-k', 'k')} must be 0 or more "
+                               f"(got {overrides[key]})")
+    return overrides
 
-    return protocol_overrides(**flags)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evalkit.cli.model_options import (DEVICE, DTYPE, IMAGE_SIZE, LENGTH_PENALTY, MAX_NEW_TOKENS, MIN_NEW_TOKENS,
-                                       NUM_BEAMS, QUIET, REPETITION_PENALTY)
+                                       NUM_BEAMS, QUIET, REPETITION_PENALTY, protocol_overrides)
 from evalkit.core.errors import EvalkitError
 
 out = Console()
@@ -210,19 +210,6 @@ def check_results_folder(results: Path) -> None:
     except OSError as err:
         raise EvalkitError(f"--results {results}: cannot write in {existing} ({err.strerror or type(err).__name__})") \
             from None
-
-
-def protocol_overrides(**flags) -> dict:
-    """The protocol fields set on the command line (None = not set), checked for sign."""
-    overrides = {key: value for key, value in flags.items() if value is not None}
-    for key in ("num_beams", "max_new_tokens", "image_size"):
-        if key in overrides and overrides[key] < 1:
-            raise EvalkitError(f"--{key.replace('_', '-')} must be positive (got {overrides[key]})")
-    for key in ("rerank_k", "min_new_tokens", "min_length"):
-        if key in overrides and overrides[key] < 0:
-            raise EvalkitError(f"--{key.replace('_', '-').replace('rerank-k', 'k')} must be 0 or more "
-                               f"(got {overrides[key]})")
-    return overrides
 
 
 def print_run_summary(record: dict, run_dir: Path) -> None:

@@ -36,7 +36,7 @@ from PIL import Image
 from evalkit.core.errors import EvalkitError
 from evalkit.core.progress import progress_bar
 from evalkit.core.sample_set import file_sha256
-from evalkit.data.images import HUB_ROW_PREFIX, BadImageError, decode_rgb
+from evalkit.data.images import HUB_ROW_PREFIX, BadImageError, decode_rgb, register_row_identity
 
 ETAG_TIMEOUT_S = 10  # the reachability probe and metadata requests give up after this
 # File downloads time out after huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT (10 s without data by default).
@@ -268,6 +268,9 @@ def row_file_stat(key: str) -> tuple[int, int] | None:
     """(size, mtime_ns) of the parquet file holding a hub row, None when unknown or missing."""
     source = _SOURCES.get(_split_key(key)[0])
     return source.file_stat(key) if source is not None else None
+
+
+register_row_identity(HUB_ROW_PREFIX, row_record, row_file_stat)
 
 
 def _split_key(key: str) -> tuple[str, int]:

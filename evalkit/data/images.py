@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -67,6 +67,17 @@ class ImageSource:
         return [k for k in keys if not k.startswith(HF_ROW_PREFIX) and not Path(k).is_file()]
 
 
+# prefix -> (key -> record, key -> (file size, mtime)) for images inside data files; registered by the loader
+# that makes such keys (evalkit.data.hub_datasets for hub-row:), so this module imports no loader
+_ROW_IDENTITY: dict[str, tuple[Callable[[str], dict | None], Callable[[str], tuple | None]]] = {}
+
+
+def register_row_identity(prefix: str, record: Callable[[str], dict | None],
+                          file_stat: Callable[[str], tuple | None]) -> None:
+    """How ``image_record`` and ``record_unchanged`` identify the images whose keys start with ``prefix``."""
+    _ROW_IDENTITY[prefix] = (record, file_stat)
+
+
 def image_record(key: str) -> dict[str, Any] | None:
     """What identifies an image's bytes now: a file's sha256 (with the size and mtime that let a later check skip
     re-hashing it), or a hub row's bytes' sha256 (with its parquet file's size and mtime); None for ``hf-row:``
@@ -74,9 +85,8 @@ def image_record(key: str) -> dict[str, Any] | None:
     if key.startswith(HF_ROW_PREFIX):
         return None
     if key.startswith(HUB_ROW_PREFIX):
-        from evalkit.data.hub_datasets import row_record
-
-        return row_record(key)
+        record, _ = _ROW_IDENTITY.get(HUB_ROW_PREFIX, (lambda _: None, None))
+        return record(key)
     from evalkit.core.sample_set import file_sha256
 
     try:
@@ -91,9 +101,8 @@ def record_unchanged(key: str, record: dict[str, Any]) -> bool:
     if key != record.get("image") or key.startswith(HF_ROW_PREFIX):
         return False
     if key.startswith(HUB_ROW_PREFIX):
-        from evalkit.data.hub_datasets import row_file_stat
-
-        return row_file_stat(key) == (record.get("file_size"), record.get("file_mtime_ns"))
+        _, file_stat = _ROW_IDENTITY.get(HUB_ROW_PREFIX, (None, lambda _: None))
+        return file_stat(key) == (record.get("file_size"), record.get("file_mtime_ns"))
     try:
         stat = os.stat(key)
     except OSError:
