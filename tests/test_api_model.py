@@ -34,6 +34,10 @@ def test_caption_records_and_batch_size(model):
     assert all(isinstance(c, Caption) and c.status == "ok" and c.caption for c in captions)
     assert [c.image for c in captions] == IMAGES and {c.prompt for c in captions} == {""}
     assert [c.caption for c in model.caption(IMAGES, batch_size=4)] == [c.caption for c in captions]
+    assert [c.caption for c in model.caption(IMAGES, batch_size="auto")] == [c.caption for c in captions]
+    for bad in (0, "many", True):
+        with pytest.raises(EvalkitError, match="batch size must be a positive number or 'auto'"):
+            model.caption(IMAGES, batch_size=bad)
     with pytest.raises(dataclasses.FrozenInstanceError):
         captions[0].caption = "edited"  # type: ignore[misc]
     unprompted = model.protocol("caption", prompt_variant="none")

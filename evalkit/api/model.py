@@ -48,11 +48,11 @@ def task_for(use: str, entry: ModelEntry) -> TaskSpec:
     return get_task(shapes if entry.builtin else paper)
 
 
-def load(model: str, device: str = "auto", dtype: str | None = None, batch_size: int | None = None) -> "Model":
+def load(model: str, device: str = "auto", dtype: str | None = None, batch_size: int | str | None = None) -> "Model":
     """Load a BLIP-2 generation model: a registry name (`evalkit list models`), hub id or local folder.
 
     ``dtype`` None means the family's default (fp32 on CPU, fp16 for OPT / bf16 for T5 on a GPU);
-    ``batch_size`` None means 8 on CPU and 32 on a GPU, as `evalkit run`.
+    ``batch_size`` None means ``"auto"`` on a GPU (the largest that fits) and 8 on CPU, as `evalkit run`.
     """
     from evalkit.models.loading import load_checkpoint
 
@@ -60,23 +60,28 @@ def load(model: str, device: str = "auto", dtype: str | None = None, batch_size:
     if entry.kind != "generation":
         raise EvalkitError(f"{entry.name} is a retrieval (ITC/ITM) model; captions, questions and chat need a "
                            "generation model (see `evalkit list models`)")
-    if batch_size is not None and batch_size < 1:
-        raise EvalkitError(f"batch size must be positive (got {batch_size})")
+    check_batch_size(batch_size)
     checkpoint = load_checkpoint(entry, device, dtype, known_weights_sha256=NOT_HASHED)
     return Model(entry, checkpoint, dtype, batch_size)
+
+
+def check_batch_size(batch_size: int | str | None) -> None:
+    """A batch size is a positive number, "auto" or None (a one-line error otherwise)."""
+    if batch_size is None or batch_size == "auto":
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise EvalkitError(f"batch size must be a positive number or 'auto' (got {batch_size!r})")
 
 
 class Model:
     """A loaded BLIP-2 generation model; see :func:`load`."""
 
-    def __init__(self, entry: ModelEntry, checkpoint, dtype: str | None = None, batch_size: int | None = None):
-        from evalkit.kinds.generation import DEFAULT_BATCH_SIZE
-
+    def __init__(self, entry: ModelEntry, checkpoint, dtype: str | None = None, batch_size: int | str | None = None):
         self.entry = entry
         self.name = entry.name
         self.checkpoint = checkpoint
         self.dtype = dtype
-        self.batch_size = batch_size or DEFAULT_BATCH_SIZE.get(checkpoint.device.type, 8)
+        self.batch_size = batch_size
         self._generators: dict[int | None, Any] = {}
 
     def __repr__(self) -> str:
@@ -114,7 +119,7 @@ class Model:
     # -- captions and questions ----------------------------------------------------------------
 
     def caption(self, images: Any, prompt: str | None = None, *, prompt_variant: str | None = None,
-                batch_size: int | None = None, skip_bad_images: bool = False, progress: bool = False,
+                batch_size: int | str | None = None, skip_bad_images: bool = False, progress: bool = False,
                 notice: Notice | None = None, url_timeout_s: float = DEFAULT_URL_TIMEOUT_S,
                 **overrides: Any) -> list[Caption]:
         """One caption per image (files, folders, glob patterns, URLs or PIL images, or
@@ -138,7 +143,7 @@ class Model:
                 for s, p in ((s, predictions[s.id]) for s in samples)]
 
     def ask(self, images: Any, questions: str | Sequence[str], *, prompt: str | None = None,
-            prompt_variant: str | None = None, batch_size: int | None = None, skip_bad_images: bool = False,
+            prompt_variant: str | None = None, batch_size: int | str | None = None, skip_bad_images: bool = False,
             progress: bool = False, notice: Notice | None = None,
             url_timeout_s: float = DEFAULT_URL_TIMEOUT_S, **overrides: Any) -> list[Answer]:
         """Every question asked of every image (single-turn, the `vqav2` task's prompt for the model family).
@@ -153,7 +158,7 @@ class Model:
                          overrides)
 
     def ask_each(self, images: Any, questions: Sequence[str], *, prompt: str | None = None,
-                 prompt_variant: str | None = None, batch_size: int | None = None, skip_bad_images: bool = False,
+                 prompt_variant: str | None = None, batch_size: int | str | None = None, skip_bad_images: bool = False,
                  progress: bool = False, url_timeout_s: float = DEFAULT_URL_TIMEOUT_S,
                  **overrides: Any) -> list[Answer]:
         """The i-th question asked of the i-th image (one image each: a file, URL or PIL image, or
@@ -166,7 +171,7 @@ class Model:
                          skip_bad_images, progress, overrides)
 
     def _ask(self, pairs: list[tuple[str, str]], source: MemoryImageSource, prompt: str | None,
-             prompt_variant: str | None, batch_size: int | None, skip_bad_images: bool, progress: bool,
+             prompt_variant: str | None, batch_size: int | str | None, skip_bad_images: bool, progress: bool,
              overrides: dict) -> list[Answer]:
         protocol = self.protocol("ask", prompt, prompt_variant, **overrides)
         for _, question in pairs:
@@ -180,23 +185,23 @@ class Model:
                 for s, p in ((s, predictions[s.id]) for s in samples)]
 
     def _generate(self, samples: list[Sample], source: MemoryImageSource, protocol: GenerationProtocol,
-                  batch_size: int | None, skip_bad_images: bool, progress: bool, label: str) -> dict[str, Prediction]:
+                  batch_size: int | str | None, skip_bad_images: bool, progress: bool, label: str) -> dict[str, Prediction]:
         """The batched runner of `evalkit run`, journaling into memory instead of predictions.jsonl."""
         from evalkit.core.progress import progress_bar
+        from evalkit.inference.batch_size_probe import resolve_batch_size
         from evalkit.inference.generation_runner import run_single_turn
 
-        if batch_size is not None and batch_size < 1:
-            raise EvalkitError(f"batch size must be positive (got {batch_size})")
+        check_batch_size(batch_size)
         generator = self.generator(protocol.image_size)
         self._check_prompt_lengths(generator, samples, protocol)
+        size = resolve_batch_size(generator, samples, protocol, batch_size or self.batch_size)
         collected: dict[str, Prediction] = {}
 
         def append(batch: list[Prediction]) -> None:
             collected.update((p.id, p) for p in batch)
 
         with progress_bar(f"{label} · {self.name}", total=len(samples), enabled=progress) as advance:
-            run_single_turn(generator, samples, source, protocol, append, batch_size or self.batch_size,
-                            skip_bad_images, advance)
+            run_single_turn(generator, samples, source, protocol, append, size, skip_bad_images, advance)
         return collected
 
     def _check_prompt_lengths(self, generator, samples: list[Sample], protocol: GenerationProtocol) -> None:

@@ -18,8 +18,24 @@ from evalkit.core.errors import EvalkitError
 from evalkit.core.protocol import GenerationProtocol
 from evalkit.models.blip2_generation import Blip2Generator
 
+DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 32, "mps": 8}  # a chat run's size, and a fixed size where asked
 AUTO_START = 512  # beyond this, batches gain little on one H100/H200 (issue 12's anchors: 256 -> 512 is +10%)
 CPU_BATCH = 8  # no memory signal on a CPU: a size that keeps the progress bar moving
+
+
+def resolve_batch_size(generator: Blip2Generator, samples: Sequence, protocol: GenerationProtocol,
+                       requested: int | str | None) -> int:
+    """The batch size a run uses: the number asked for; ``auto`` (and None on a GPU) probes the largest that fits
+    for single-turn runs (chat prompts grow turn by turn, so chat takes the device's default)."""
+    from evalkit.inference.generation_runner import render_prompt
+
+    device = generator.device.type
+    if isinstance(requested, int):
+        return requested
+    if (requested == "auto" or (requested is None and device == "cuda")) and not protocol.chat:
+        prompts = [render_prompt(protocol, s.question) for s in samples]
+        return auto_batch_size(generator, prompts, protocol, len(samples))
+    return DEFAULT_BATCH_SIZE.get(device, 8)
 
 
 def auto_batch_size(generator: Blip2Generator, prompts: Sequence[str], protocol: GenerationProtocol,

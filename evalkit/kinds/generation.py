@@ -7,8 +7,6 @@ from evalkit.core.progress import progress_bar
 from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.task_kind import RunJob, RunOutput, TaskKind
 
-DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 32, "mps": 8}
-
 
 class GenerationKind(TaskKind):
     """A kind whose model writes text for each sample (single-turn, or chat when the protocol says so)."""
@@ -30,13 +28,14 @@ class GenerationKind(TaskKind):
         if missing and not options.skip_bad_images:
             raise EvalkitError(f"{len(missing)} image files not found (first: {missing[0]}); "
                                "check --data/--images, or --skip-bad-images to record them as failed")
+        from evalkit.inference.batch_size_probe import resolve_batch_size
         from evalkit.inference.chat_runner import run_chat
         from evalkit.inference.generation_runner import run_single_turn
         from evalkit.models.blip2_generation import Blip2Generator
 
         checkpoint = job.load_checkpoint()
         generator = Blip2Generator(checkpoint, job.protocol.image_size, options.kv_cache, options.image_pipeline)
-        batch_size = self.batch_size(generator, pending, job.protocol, options.batch_size)
+        batch_size = resolve_batch_size(generator, pending, job.protocol, options.batch_size)
         run = run_chat if job.protocol.chat else run_single_turn
         with progress_bar(f"{job.task.name} · {job.model.name}", total=len(sample_set.samples),
                           completed=resumed, enabled=options.show_progress) as advance:
@@ -44,18 +43,3 @@ class GenerationKind(TaskKind):
                         options.skip_bad_images, advance)
         return RunOutput(job.completed(), stats, checkpoint, resumed=resumed)
 
-    @staticmethod
-    def batch_size(generator, pending: list, protocol: GenerationProtocol, requested: int | str | None) -> int:
-        """The requested size; ``auto`` (the default on a GPU) probes the largest that fits (single-turn: chat
-        prompts grow turn by turn, so chat takes the fixed default)."""
-        from evalkit.inference.batch_size_probe import auto_batch_size
-        from evalkit.inference.generation_runner import render_prompt
-
-        device = generator.device.type
-        if isinstance(requested, int):
-            return requested
-        if requested == "auto" or (requested is None and device == "cuda"):
-            if not protocol.chat:
-                prompts = [render_prompt(protocol, s.question) for s in pending]
-                return auto_batch_size(generator, prompts, protocol, len(pending))
-        return DEFAULT_BATCH_SIZE.get(device, 8)
