@@ -63,9 +63,10 @@ step itm_retrieval 100 -m $ITM --task retrieval -n $IMAGES --image-size 364 --ba
 # memory: OPT-6.7b and Flan-T5-XXL at batch >= 64
 step opt67_b64 60 $GEN -m $OPT67 --task greedy30 -n $((N / 4)) --batch-size 64
 step t5xxl_b64 60 $GEN -m $T5XXL --task greedy30 -n $((N / 4)) --batch-size 64
-# levers, each against the first step's default: eager attention, the on-device image pipeline
+# levers, each against the first step's default: eager attention, the on-device image pipeline, length sorting
 step opt27_levers 90 $GEN -m $OPT27 --task greedy30 -n $N --batch-size 256 --attn-implementation sdpa,eager \
   --image-pipeline lavis,device
+step opt27_sorting 60 $GEN -m $OPT27 --task vqav2 -n $N --batch-size 256 --length-sort off,on
 # a static KV cache (transformers compiles decoding on a GPU: the first batches pay for it)
 step opt27_static 120 $GEN -m $OPT27 --task greedy30 -n $N --batch-size 256 --kv-cache static
 echo "total $(($(date +%s) - START))s" | tee -a "$OUT/summary.txt"

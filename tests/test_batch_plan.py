@@ -1,5 +1,5 @@
-"""Length-sorted batches inside windows of whole images: every sample once, fewer pad tokens, and the same
-predictions.jsonl (byte for byte) whatever the batch size."""
+"""Windows of whole images (length-sorted batches inside when asked): every sample once, fewer pad tokens when
+sorted, and the same predictions.jsonl (byte for byte) whatever the batch size."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def test_the_runner_batches_length_sorted_prompts_and_journals_in_image_order(mo
 
     monkeypatch.setattr(Blip2Generator, "generate", recording)
     journaled: list = []
-    run_single_turn(generator, samples, ImageSource(), protocol, journaled.extend, 4, decode_workers=2)
+    run_single_turn(generator, samples, ImageSource(), protocol, journaled.extend, 4, decode_workers=2,
+                    sort_by_length=True)
     assert [p.id for p in journaled] == [s.id for s in samples]  # image order, not batch order
     flat = [n for batch in seen for n in batch]
     assert flat == sorted(flat) and len(seen) == 4  # one window of 16: four batches, shortest first
@@ -89,3 +90,18 @@ def test_predictions_file_is_byte_identical_across_batch_sizes(tmp_path, capsys)
         files[batch_size] = (run_json.parent / "predictions.jsonl").read_bytes()
     assert files[1] == files[3] == files[16]
     assert len({json.loads(line)["prediction"] for line in files[1].splitlines()}) > 1
+
+
+def test_sorting_on_and_off_give_the_same_answers_in_the_same_order():
+    generator = Blip2Generator(load_checkpoint(resolve_model(str(MODELS_DIR / "blip2-tiny-opt")), "cpu"))
+    questions = ["what?", "how many people are there in this picture right now?", "is it red?"]
+    files = sorted(COCO_IMAGES.glob("*.jpg"))
+    samples = [Sample(f"{f.stem}-{q}", str(f), questions[(i + q) % 3]) for i, f in enumerate(files) for q in range(2)]
+    protocol = GenerationProtocol(prompt="Question: {question} Short answer:", max_new_tokens=3)
+    outputs = {}
+    for sort in (True, False):
+        journaled: list = []
+        run_single_turn(generator, samples, ImageSource(), protocol, journaled.extend, 4, decode_workers=2,
+                        sort_by_length=sort)
+        outputs[sort] = [(p.id, p.prediction) for p in journaled]
+    assert outputs[True] == outputs[False] and len(outputs[True]) == len(samples)

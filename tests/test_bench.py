@@ -27,6 +27,7 @@ def test_bench_tiny_runs_on_cpu_and_prints_the_json(capsys):
     assert result["num_samples"] == 12 and result["peak_gpu_memory_gb"] is None
     assert result["samples_per_s"] > 0 and result["ratio_to_baseline"] > 0
     assert result["protocol"] == {"num_beams": 5, "new_tokens": 10, "prompt": "Question: {question} Short answer:"}
+    assert result["levers"]["batch_order"].startswith("image order")  # as `evalkit run`
 
 
 @pytest.mark.parametrize("family", ["opt", "t5"])
@@ -65,7 +66,8 @@ def test_synthetic_set_is_coco_sized_jpegs_in_the_official_layout(tmp_path):
 
 def test_bench_measures_every_task_and_lever_combination_with_one_load(capsys):
     results = _bench(["--tiny", "--task", "greedy30,vqav2", "--kv-cache", "dynamic,static", "--image-pipeline",
-                      "device", "-n", "10", "--baseline-samples", "1", "--device", "cpu"], capsys)
+                      "device", "--length-sort", "on", "-n", "10", "--baseline-samples", "1", "--device", "cpu"],
+                     capsys)
     assert [(r["task"], r["levers"]["kv_cache"]) for r in results] == [
         ("greedy30", "dynamic"), ("greedy30", "static"), ("vqav2", "dynamic"), ("vqav2", "static")]
     assert {r["levers"]["image_pipeline"] for r in results} == {"device"}

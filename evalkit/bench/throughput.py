@@ -72,13 +72,14 @@ class _Measured:
     times: StageTimes
     stats: object
     accuracy: object
+    sort_by_length: bool
 
 
 def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: int = 64,
               batch_size: int | None = None, decode_workers: int | None = None, image_size: int | None = None,
               baseline_samples: int = 8, questions_per_image: int | None = None,
               max_new_tokens: int | None = None, work_dir: Path | None = None, kv_cache: str = "dynamic",
-              image_pipeline: str = "lavis") -> dict:
+              image_pipeline: str = "lavis", sort_by_length: bool = False) -> dict:
     """Measure the batched runner and the per-image loop on the same synthetic VQAv2-format set; a JSON dict.
     ``batch_size`` None is ``--batch-size auto``: the probe's size on a GPU."""
     protocol = bench_protocol(task, max_new_tokens)
@@ -89,12 +90,12 @@ def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: in
         data = write_vqa_set(Path(tmp), math.ceil(num_samples / per_image), per_image)
         sample_set = load_vqa_set(parse_data_arg(str(data)), "val")
         measured = _measure(generator, sample_set, sample_set.samples[:num_samples], protocol, batch_size, workers,
-                            baseline_samples)
+                            baseline_samples, sort_by_length)
     return _result(checkpoint, generator, task, protocol, per_image, workers, measured)
 
 
 def _measure(generator: Blip2Generator, sample_set, samples: list, protocol: GenerationProtocol,
-             batch_size: int | None, workers: int, baseline_samples: int) -> _Measured:
+             batch_size: int | None, workers: int, baseline_samples: int, sort_by_length: bool) -> _Measured:
     """Probe (auto), warm up, time the per-image loop, then the batched run and its scoring."""
     device = generator.device
     probe_started = time.perf_counter()
@@ -112,14 +113,14 @@ def _measure(generator: Blip2Generator, sample_set, samples: list, protocol: Gen
     times = StageTimes()
     started = time.perf_counter()
     stats = run_single_turn(generator, samples, sample_set.images, protocol, predictions.extend, batch,
-                            decode_workers=workers, times=times)
+                            decode_workers=workers, times=times, sort_by_length=sort_by_length)
     _sync(device)
     run_seconds = time.perf_counter() - started
     scoring_started = time.perf_counter()
     answered = {int(p.id): p.prediction for p in predictions}
     accuracy = score_vqa([sample_set.annotations[q] for q in answered], answered)
     return _Measured(samples, batch, probe_seconds, len(baseline), baseline_seconds, run_seconds,
-                     time.perf_counter() - scoring_started, times, stats, accuracy)
+                     time.perf_counter() - scoring_started, times, stats, accuracy, sort_by_length)
 
 
 def _result(checkpoint: LoadedCheckpoint, generator: Blip2Generator, task: str, protocol: GenerationProtocol,
@@ -133,7 +134,8 @@ def _result(checkpoint: LoadedCheckpoint, generator: Blip2Generator, task: str, 
         "dtype": str(checkpoint.dtype).replace("torch.", ""), "image_size": generator.image_size,
         "levers": {"kv_cache": generator.kv_cache, "image_pipeline": generator.image_pipeline.name,
                    "attn_implementation": getattr(checkpoint.model.config, "_attn_implementation", None),
-                   "batch_order": "length-sorted in windows of whole images"},
+                   "batch_order": "length-sorted in windows of whole images" if m.sort_by_length
+                   else "image order (length sorting off)"},
         "batch_size_probe_s": None if m.probe_seconds is None else round(m.probe_seconds, 3),
         "padding": _padding(generator, m.samples, protocol, m.batch),
         "protocol": {"num_beams": protocol.num_beams, "new_tokens": protocol.max_new_tokens,

@@ -32,6 +32,8 @@ def bench(
     kv_cache: str = typer.Option("dynamic", help="dynamic, static, or dynamic,static to measure both"),
     image_pipeline: str = typer.Option("lavis", help="lavis, device, or lavis,device to measure both"),
     attn_implementation: str = typer.Option("sdpa", help="sdpa, eager, or sdpa,eager to measure both"),
+    length_sort: str = typer.Option("off", help="prompts sorted by length in each window (off in `evalkit run`): "
+                                                "off, on, or off,on to measure both"),
     workers: Optional[int] = typer.Option(None, help="decode + preprocess threads (default: the cores, at most 8)",
                                           min=1),
     image_size: Optional[int] = typer.Option(None, help="image size (default: the model's)"),
@@ -55,16 +57,17 @@ def bench(
     caches = _choices("--kv-cache value", kv_cache, KV_CACHES)
     pipelines = _choices("--image-pipeline value", image_pipeline, IMAGE_PIPELINES)
     kernels = _choices("--attn-implementation value", attn_implementation, ATTN_IMPLEMENTATIONS)
+    sorting = [choice == "on" for choice in _choices("--length-sort value", length_sort, ("on", "off"))]
     if batch_size != "auto" and not batch_size.isdigit():
         raise EvalkitError(f"--batch-size must be a number or auto, not {batch_size!r}")
     checkpoint = _checkpoint(model, random_weights, tiny, device, dtype, image_size)
     results = []
     for kernel in kernels:
         checkpoint.model.set_attn_implementation(kernel)
-        for name, cache, pipeline in itertools.product(tasks, caches, pipelines):
+        for name, cache, pipeline, sort in itertools.product(tasks, caches, pipelines, sorting):
             results.append(run_bench(checkpoint, name, num_samples, None if batch_size == "auto" else int(batch_size),
                                      workers, image_size, baseline_samples, max_new_tokens=max_new_tokens,
-                                     kv_cache=cache, image_pipeline=pipeline))
+                                     kv_cache=cache, image_pipeline=pipeline, sort_by_length=sort))
             typer.echo(json.dumps(results[-1]), err=True)  # each as it lands, in case a later one fails
     typer.echo(json.dumps(results[0] if len(results) == 1 else results, indent=1))
 

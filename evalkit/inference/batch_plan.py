@@ -1,12 +1,11 @@
-"""Which samples share a generation batch: whole images per window, prompts sorted by token length in it.
+"""Which samples share a generation batch: windows of whole images, batches cut from each window.
 
-A batch pads every prompt to its longest one, so VQA batches of mixed question lengths spend model time on
-pad tokens. The runner therefore takes the samples a window at a time (whole images, in first-appearance
-order, at least ``window_batches`` batches' worth), sorts the window's prompts by token length (stable, so
-ties keep image order) and cuts the batches from that. The window's images are encoded once before its
-batches run, and its answers are journaled together in image order, so ``predictions.jsonl`` is the same
-file whatever the batch size. Batching never changes an answer (tests/test_batched_generation.py), so the
-order only moves time, not numbers.
+The runner takes the samples a window at a time (whole images, in first-appearance order, at least
+``window_batches`` batches' worth). The window's images are encoded once before its batches run, and its
+answers are journaled together in image order, so ``predictions.jsonl`` is the same file whatever the batch
+size. Inside a window the batches can be cut after sorting the prompts by token length (stable, so ties keep
+image order): a batch pads every prompt to its longest one, so VQA batches of mixed question lengths hold pad
+tokens. Batching never changes an answer (tests/test_batched_generation.py), so the order only moves time.
 """
 
 from __future__ import annotations
@@ -43,7 +42,8 @@ def order_by_image(samples: Sequence[Sample]) -> list[Sample]:
 
 def plan_windows(samples: Sequence[Sample], batch_size: int, prompt_length: Callable[[Sample], int],
                  window_batches: int = WINDOW_BATCHES) -> list[Window]:
-    """The run's windows: whole images until ``window_batches * batch_size`` samples, batches length-sorted."""
+    """The run's windows: whole images until ``window_batches * batch_size`` samples; batches cut after sorting
+    by ``prompt_length`` (a constant keeps image order)."""
     windows, current = [], []
     for _, group in groupby(order_by_image(samples), key=lambda s: s.image):
         current.extend(group)
