@@ -1,5 +1,5 @@
-"""Throughput levers change time, never answers: attention kernels, a static KV cache and --batch-size auto give
-the default run's predictions.jsonl byte for byte, and each is recorded in run.json."""
+"""Throughput levers change time, never answers: attention kernels, the KV cache (static by default on CPU) and
+--batch-size auto give the default run's predictions.jsonl byte for byte, and each is recorded in run.json."""
 
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ def _run(model: str, results: Path, capsys, *extra: str) -> tuple[dict, bytes]:
 def test_attention_kernels_static_cache_and_auto_batch_give_the_default_answers(model, tmp_path, capsys):
     default, expected = _run(model, tmp_path / "default", capsys, "--batch-size", "1")
     assert default["runtime"]["attn_implementation"]["language_model"] == "sdpa"  # transformers' default
+    assert default["runtime"]["kv_cache"] == "static"  # --kv-cache auto on CPU
     assert len({json.loads(line)["prediction"] for line in expected.splitlines()}) > 2  # answers differ
     variants = {"eager": ["--attn-implementation", "eager", "--batch-size", "7"],
-                "static": ["--kv-cache", "static", "--batch-size", "5"],
+                "dynamic": ["--kv-cache", "dynamic", "--batch-size", "5"],
                 "auto": ["--batch-size", "auto"]}
     for name, extra in variants.items():
         record, predictions = _run(model, tmp_path / name, capsys, *extra)
@@ -42,8 +43,8 @@ def test_attention_kernels_static_cache_and_auto_batch_give_the_default_answers(
     runtime = record["runtime"]  # the auto run: the CPU's fixed size, and what was asked for
     assert runtime["batch_size"] == batch_size_probe.CPU_BATCH and runtime["batch_size_requested"] == "auto"
     eager = json.loads(next((tmp_path / "eager").glob("*/shapes-vqa/*/run.json")).read_text())["runtime"]
-    static = json.loads(next((tmp_path / "static").glob("*/shapes-vqa/*/run.json")).read_text())["runtime"]
-    assert set(eager["attn_implementation"].values()) == {"eager"} and static["kv_cache"] == "static"
+    dynamic = json.loads(next((tmp_path / "dynamic").glob("*/shapes-vqa/*/run.json")).read_text())["runtime"]
+    assert set(eager["attn_implementation"].values()) == {"eager"} and dynamic["kv_cache"] == "dynamic"
 
 
 class _FakeGenerator:
@@ -87,7 +88,7 @@ def test_auto_batch_size_on_cpu_is_the_fixed_size():
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "many"], "--batch-size must be a whole number or auto (got 'many')"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--kv-cache", "fast"], "--kv-cache 'fast' is not one of dynamic, static"),
+    (["--kv-cache", "fast"], "--kv-cache 'fast' is not one of auto, dynamic, static"),
     (["--attn-implementation", "flash"], "--attn-implementation 'flash' is not one of eager, sdpa, flash_attention_2"),
     (["--image-pipeline", "gpu"], "--image-pipeline 'gpu' is not one of lavis, device"),
 ])

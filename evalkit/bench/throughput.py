@@ -78,7 +78,7 @@ class _Measured:
 def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: int = 64,
               batch_size: int | None = None, decode_workers: int | None = None, image_size: int | None = None,
               baseline_samples: int = 8, questions_per_image: int | None = None,
-              max_new_tokens: int | None = None, work_dir: Path | None = None, kv_cache: str = "dynamic",
+              max_new_tokens: int | None = None, work_dir: Path | None = None, kv_cache: str = "auto",
               image_pipeline: str = "lavis", sort_by_length: bool = False) -> dict:
     """Measure the batched runner and the per-image loop on the same synthetic VQAv2-format set; a JSON dict.
     ``batch_size`` None is ``--batch-size auto``: the probe's size on a GPU."""

@@ -29,7 +29,8 @@ def bench(
     k: int = typer.Option(128, "--k", min=1, help="retrieval: ITC shortlist re-ranked by ITM"),
     batch_size: str = typer.Option("auto", help="a number, or auto (the largest that fits on a GPU, found by a "
                                                 "probe; 8 on CPU)"),
-    kv_cache: str = typer.Option("dynamic", help="dynamic, static, or dynamic,static to measure both"),
+    kv_cache: str = typer.Option("auto", help="auto (as `evalkit run`: static on CPU, dynamic on a GPU), dynamic, "
+                                               "static, or dynamic,static to measure both"),
     image_pipeline: str = typer.Option("lavis", help="lavis, device, or lavis,device to measure both"),
     attn_implementation: str = typer.Option("sdpa", help="sdpa, eager, or sdpa,eager to measure both"),
     length_sort: str = typer.Option("off", help="prompts sorted by length in each window (off in `evalkit run`): "

@@ -69,7 +69,8 @@ def run(
                                              help="auto: spread a model too large for one device (accelerate)"),
     attn_implementation: Optional[str] = typer.Option(None, help="eager, sdpa or flash_attention_2 "
                                                                  "(default: transformers', sdpa)"),
-    kv_cache: str = typer.Option("dynamic", help="dynamic, or static (fixed-size; compiled decoding on a GPU)"),
+    kv_cache: str = typer.Option("auto", help="auto (static on CPU, dynamic on a GPU), dynamic, or static "
+                                               "(fixed-size; compiled decoding on a GPU)"),
     image_pipeline: str = typer.Option("lavis", help="lavis (the paper's pixels), or device: resize and normalise "
                                                      "on the GPU (pixels within 1-2 levels; not reportable)"),
     skip_bad_images: bool = typer.Option(False, help="record missing/undecodable images as failed and go on"),

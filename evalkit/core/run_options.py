@@ -30,7 +30,7 @@ class RunOptions:
     wait: bool = False  # wait for another process holding the run folder instead of refusing
     device_map: str | None = None  # accelerate's device map ("auto"): a model larger than one device
     attn_implementation: str | None = None  # transformers' attention kernels (None: its default, sdpa)
-    kv_cache: str = "dynamic"  # "static": a fixed-size KV cache (transformers compiles decoding on a GPU)
+    kv_cache: str = "auto"  # static on CPU, dynamic on a GPU; or "dynamic" / "static" (see blip2_generation)
     image_pipeline: str = "lavis"  # "device": resize + normalise on the model's device (not the paper's pixels)
     skip_bad_images: bool = False
     include_paths: tuple[str, ...] = ()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.core.atomic_files import write_json_atomic
+from evalkit.models.blip2_generation import resolve_kv_cache
 from evalkit.models.generation_semantics import beam_length_normalisation
 from evalkit.models.image_preprocessing import PIPELINE as IMAGE_PIPELINE
 from evalkit.models.loading import attention_kernels, component_dtypes, dtype_name
@@ -117,7 +118,7 @@ def _runtime_section(*, stats, device, dtype, checkpoint, options, image_size, w
         "precision": component_dtypes(checkpoint.model) if checkpoint else None,
         "image_pipeline": _image_pipeline(options),
         "attn_implementation": attention_kernels(checkpoint.model) if checkpoint else None,
-        "kv_cache": getattr(options, "kv_cache", "dynamic"),
+        "kv_cache": resolve_kv_cache(getattr(options, "kv_cache", "auto"), device),
         "beam_length_normalisation": beam_length_normalisation(),
     }
 
