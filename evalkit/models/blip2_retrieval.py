@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from evalkit.models.image_preprocessing import ImagePreprocessor
 from evalkit.models.loading import LoadedCheckpoint
+from evalkit.models.qformer_kv_reuse import reused_image_kv
 
 
 class Blip2Retriever:
@@ -60,9 +61,17 @@ class Blip2Retriever:
         return F.normalize(self.model.text_projection(output[:, 0, :]), dim=-1)
 
     @torch.inference_mode()
-    def itm_logits(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Positive-class ITM logit per (image, text) pair, averaged over the query outputs."""
+    def itm_logits(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   reuse_image_kv: bool = True) -> torch.Tensor:
+        """Positive-class ITM logit per (image, text) pair, averaged over the query outputs.
+
+        With ``reuse_image_kv`` consecutive pairs of the same image share its cross-attention keys and
+        values (computed once, see :mod:`evalkit.models.qformer_kv_reuse`); ``False`` is the plain forward.
+        """
         image_embeds = image_embeds.to(self.device)
+        if reuse_image_kv:
+            with reused_image_kv(self.model.qformer, image_embeds):
+                return self.itm_logits(image_embeds, input_ids, attention_mask, reuse_image_kv=False)
         queries = self.model.query_tokens.expand(image_embeds.shape[0], -1, -1)
         query_mask = torch.ones(queries.shape[:-1], dtype=torch.long, device=self.device)
         mask = torch.cat([query_mask, attention_mask.to(self.device)], dim=1)
