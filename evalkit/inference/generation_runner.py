@@ -59,7 +59,7 @@ def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images
     The next window's images are decoded and preprocessed by ``decode_workers`` threads (default: the
     cores, see ``default_workers``) while this one runs; ``times`` collects the per-stage seconds.
     ``sort_by_length`` sorts each window's prompts by token length before cutting batches (fewer pad tokens;
-    off by default: it measured no faster on CPU, see ``evalkit bench --length-sort on,off``).
+    off by default: its CPU gain was within noise, see benchmarks/cpu_levers_bench.py and ``--length-sort``).
     """
     stats = RunStats(batch_size=batch_size)
     times = times if times is not None else StageTimes()

@@ -22,8 +22,8 @@ KV_CACHES = ("auto", "dynamic", "static")  # --kv-cache; static is transformers'
 
 
 def resolve_kv_cache(requested: str, device: torch.device) -> str:
-    """``auto``: static on CPU, where it measured 1.04-1.05x faster with the same answers (an OPT-125m-sized LM,
-    greedy and the VQAv2 protocol); dynamic on a GPU, where transformers compiles static decoding and issue 12's
+    """``auto``: static on CPU, where it measured 1.04-1.09x faster with the same answers (an OPT-125m-sized LM,
+    greedy and the VQAv2 protocol, benchmarks/cpu_levers_bench.py); dynamic on a GPU, where transformers compiles static decoding and issue 12's
     anchors show it winning at batch 64 and losing at 256 (to be measured by `evalkit bench --kv-cache`)."""
     if requested not in KV_CACHES:
         raise EvalkitError(f"unknown KV cache {requested!r}; use one of {', '.join(KV_CACHES)}")
