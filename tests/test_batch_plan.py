@@ -11,7 +11,8 @@ from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.samples import Sample
 from evalkit.data.images import ImageSource
 from evalkit.demo.bundled import MODELS_DIR
-from evalkit.inference.batch_plan import order_by_image, padding_tokens, plan_windows
+from evalkit.core.samples import order_by_image
+from evalkit.inference.batch_plan import padding_tokens, plan_windows
 from evalkit.inference.generation_runner import run_single_turn
 from evalkit.models.blip2_generation import Blip2Generator
 from evalkit.models.catalog import resolve_model

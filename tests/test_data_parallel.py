@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evalkit.engine.distributed import Ranks, image_order, ranks_from_env, shard_by_image
+from evalkit.core.samples import order_by_image as image_order
+from evalkit.engine.distributed import Ranks, ranks_from_env, shard_by_image
 from evalkit.core.samples import Sample
 
 REPO = Path(__file__).resolve().parent.parent

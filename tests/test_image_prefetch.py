@@ -14,7 +14,8 @@ from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.samples import Sample
 from evalkit.data.images import ImageSource
 from evalkit.demo.bundled import MODELS_DIR
-from evalkit.inference.generation_runner import load_images, order_by_image, run_single_turn
+from evalkit.core.samples import order_by_image
+from evalkit.inference.generation_runner import load_images, run_single_turn
 from evalkit.inference.image_prefetch import ImagePrefetcher, StageTimes, default_workers
 from evalkit.models.blip2_generation import Blip2Generator
 from evalkit.models.catalog import resolve_model

@@ -59,14 +59,13 @@ def bench(
     pipelines = _choices("--image-pipeline value", image_pipeline, IMAGE_PIPELINES)
     kernels = _choices("--attn-implementation value", attn_implementation, ATTN_IMPLEMENTATIONS)
     sorting = [choice == "on" for choice in _choices("--length-sort value", length_sort, ("on", "off"))]
-    if batch_size != "auto" and not batch_size.isdigit():
-        raise EvalkitError(f"--batch-size must be a number or auto, not {batch_size!r}")
+    size = _batch_size(batch_size)
     checkpoint = _checkpoint(model, random_weights, tiny, device, dtype, image_size)
     results = []
     for kernel in kernels:
         checkpoint.model.set_attn_implementation(kernel)
         for name, cache, pipeline, sort in itertools.product(tasks, caches, pipelines, sorting):
-            results.append(run_bench(checkpoint, name, num_samples, None if batch_size == "auto" else int(batch_size),
+            results.append(run_bench(checkpoint, name, num_samples, size,
                                      workers, image_size, baseline_samples, max_new_tokens=max_new_tokens,
                                      kv_cache=cache, image_pipeline=pipeline, sort_by_length=sort))
             typer.echo(json.dumps(results[-1]), err=True)  # each as it lands, in case a later one fails
@@ -78,14 +77,19 @@ def _bench_retrieval(model: str, random_weights: bool, tiny: bool, device: str, 
     """`evalkit bench --task retrieval`: one retrieval run's stages and its projection to COCO 5k."""
     from evalkit.bench.retrieval_throughput import run_retrieval_bench
 
-    if batch_size != "auto" and not batch_size.isdigit():
-        raise EvalkitError(f"--batch-size must be a number or auto, not {batch_size!r}")
+    size = _batch_size(batch_size)
     checkpoint = _checkpoint(model, random_weights, tiny, device, dtype, image_size, family="itm")
     if checkpoint.entry.family != "itm":
         raise EvalkitError(f"--task retrieval needs an ITM model (e.g. blip2-itm-vit-g), not {checkpoint.entry.name}")
-    result = run_retrieval_bench(checkpoint, num_images, k=k, image_size=image_size,
-                                 batch_size=None if batch_size == "auto" else int(batch_size))
+    result = run_retrieval_bench(checkpoint, num_images, k=k, image_size=image_size, batch_size=size)
     typer.echo(json.dumps(result, indent=1))
+
+
+def _batch_size(value: str) -> Optional[int]:
+    """--batch-size: a number, or None for auto; a one-line error otherwise."""
+    if value != "auto" and not value.isdigit():
+        raise EvalkitError(f"--batch-size must be a number or auto, not {value!r}")
+    return None if value == "auto" else int(value)
 
 
 def _choices(what: str, value: str, known: tuple[str, ...]) -> list[str]:

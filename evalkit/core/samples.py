@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,12 @@ class Prediction:
             extra=line.get("extra", {}) or {},
             image=line.get("image", ""),
         )
+
+
+def order_by_image(samples: Sequence[Any]) -> list[Any]:
+    """Samples grouped by image in first-appearance order (stable: an image's questions keep their order); the
+    order a run encodes, batches and journals them in."""
+    first_seen: dict[str, int] = {}
+    for sample in samples:
+        first_seen.setdefault(sample.image, len(first_seen))
+    return sorted(samples, key=lambda s: first_seen[s.image])

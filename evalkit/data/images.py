@@ -3,6 +3,8 @@ read for one are identified (:func:`image_record`, the lines of a run's ``images
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +46,16 @@ class ImageSource:
         if key.startswith(HF_ROW_PREFIX):
             return self._open_hf(int(key[len(HF_ROW_PREFIX):]))
         path = Path(key)
-        if not path.is_file():
-            raise BadImageError(key, "file not found")
-        return decode_rgb(key, path)
+        try:
+            stat = path.stat()
+            data = path.read_bytes()
+        except OSError:
+            raise BadImageError(key, "file not found") from None
+        # the bytes decoded are the bytes identified: image_record reuses this digest while the file is unchanged,
+        # so the run's image ledger costs no second read (and the hashing runs in the prefetch workers)
+        _READ_RECORDS[key] = {"image": key, "sha256": hashlib.sha256(data).hexdigest(), "size": stat.st_size,
+                              "mtime_ns": stat.st_mtime_ns}
+        return decode_rgb(key, io.BytesIO(data))
 
     def _open_hf(self, row: int) -> Image.Image:
         try:
@@ -56,8 +65,6 @@ class ImageSource:
         if isinstance(value, Image.Image):
             return to_rgb(f"{HF_ROW_PREFIX}{row}", value)
         if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-            import io
-
             source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
             return decode_rgb(f"{HF_ROW_PREFIX}{row}", source)
         raise BadImageError(f"{HF_ROW_PREFIX}{row}", f"column {self.hf_image_column!r} holds no image")
@@ -66,6 +73,8 @@ class ImageSource:
         """The file keys that do not exist (cheap check before a long run)."""
         return [k for k in keys if not k.startswith(HF_ROW_PREFIX) and not Path(k).is_file()]
 
+
+_READ_RECORDS: dict[str, dict[str, Any]] = {}  # file key -> the record of the bytes ImageSource.open last decoded
 
 # prefix -> (key -> record, key -> (file size, mtime)) for images inside data files; registered by the loader
 # that makes such keys (evalkit.data.hub_datasets for hub-row:), so this module imports no loader
@@ -91,6 +100,9 @@ def image_record(key: str) -> dict[str, Any] | None:
 
     try:
         stat = os.stat(key)
+        read = _READ_RECORDS.get(key)
+        if read is not None and (read["size"], read["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            return dict(read)
         return {"image": key, "sha256": file_sha256(key), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     except OSError:
         return None

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from evalkit.core.errors import EvalkitError
-from evalkit.core.samples import Prediction
+from evalkit.core.samples import Prediction, order_by_image
 from evalkit.engine.journal import PredictionJournal
 
 BARRIER_TIMEOUT = dt.timedelta(hours=48)  # rank 0 may wait that long for the slowest rank
@@ -89,14 +89,6 @@ def rank_device(requested: str, ranks: Ranks) -> str:
     return f"cuda:{index}"
 
 
-def image_order(samples: Sequence[Any]) -> list[Any]:
-    """Samples grouped by image in first-appearance order: the order a one-process run journals them."""
-    first_seen: dict[str, int] = {}
-    for sample in samples:
-        first_seen.setdefault(sample.image, len(first_seen))
-    return sorted(samples, key=lambda s: first_seen[s.image])
-
-
 def shard_by_image(samples: Sequence[Any], rank: int, world: int) -> list[Any]:
     """The samples of the images i (first-appearance order) with i mod world == rank, in their order."""
     first_seen: dict[str, int] = {}
@@ -132,7 +124,7 @@ def _fold(journal: PredictionJournal, samples: Sequence[Any], shards: list[Predi
     for shard in shards:
         merged.update(shard.completed())
     lines = "".join(json.dumps(merged[s.id].to_json(), ensure_ascii=False) + "\n"
-                    for s in image_order(samples) if s.id in merged)
+                    for s in order_by_image(samples) if s.id in merged)
     tmp = journal.predictions_path.with_name(f".{journal.predictions_path.name}.merge")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(lines)

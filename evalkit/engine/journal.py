@@ -211,14 +211,6 @@ class PredictionJournal:
             self._checked.add(entry["image"])
 
 
-def image_entry(key: str) -> dict[str, Any]:
-    """One ledger line for an image file: its sha256, with the size and mtime that let a resume skip re-hashing it."""
-    entry = image_record(key)
-    if entry is None:
-        raise FileNotFoundError(key)
-    return entry
-
-
 def _short(value: Any) -> str:
     text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
     return text if len(text) <= 40 else text[:37] + "..."

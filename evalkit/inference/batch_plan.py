@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Callable, Sequence
 
-from evalkit.core.samples import Sample
+from evalkit.core.samples import Sample, order_by_image
 
 WINDOW_BATCHES = 4  # batches' worth of samples per window: sorting room vs work lost to a crash
 
@@ -30,14 +30,6 @@ class Window:
     def image_keys(self) -> list[str]:
         """The window's images, each once, in first-appearance order."""
         return list(dict.fromkeys(s.image for s in self.samples))
-
-
-def order_by_image(samples: Sequence[Sample]) -> list[Sample]:
-    """Samples grouped by image (first-appearance order) so an image's questions share a window."""
-    first_seen: dict[str, int] = {}
-    for sample in samples:
-        first_seen.setdefault(sample.image, len(first_seen))
-    return sorted(samples, key=lambda s: first_seen[s.image])  # stable: keeps question order in an image
 
 
 def plan_windows(samples: Sequence[Sample], batch_size: int, prompt_length: Callable[[Sample], int],

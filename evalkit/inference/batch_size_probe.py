@@ -20,7 +20,7 @@ from evalkit.models.blip2_generation import Blip2Generator
 
 DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 32, "mps": 8}  # a chat run's size, and a fixed size where asked
 AUTO_START = 512  # beyond this, batches gain little on one H100/H200 (issue 12's anchors: 256 -> 512 is +10%)
-CPU_BATCH = 8  # no memory signal on a CPU: a size that keeps the progress bar moving
+CPU_BATCH = DEFAULT_BATCH_SIZE["cpu"]  # no memory signal on a CPU: a size that keeps the progress bar moving
 
 
 def resolve_batch_size(generator: Blip2Generator, samples: Sequence, protocol: GenerationProtocol,
@@ -46,11 +46,11 @@ def auto_batch_size(generator: Blip2Generator, prompts: Sequence[str], protocol:
     start = AUTO_START
     while start // 2 >= max(1, samples):  # no bigger than the run (a power of two)
         start //= 2
-    return probe_batch_size(generator, longest_prompt(generator, prompts, protocol), protocol, start)
+    return probe_batch_size(generator, longest_prompt(generator, prompts), protocol, start)
 
 
-def longest_prompt(generator: Blip2Generator, prompts: Sequence[str], protocol: GenerationProtocol) -> str:
-    """The prompt that takes the most tokens (after the protocol's cut)."""
+def longest_prompt(generator: Blip2Generator, prompts: Sequence[str]) -> str:
+    """The prompt that takes the most tokens (the generator cuts it to the protocol's ``max_prompt_tokens``)."""
     distinct = list(dict.fromkeys(prompts)) or [""]
     counts = generator.prompt_token_counts(distinct)
     return max(zip(counts, distinct), key=lambda pair: pair[0])[1]

@@ -16,7 +16,7 @@ from evalkit.models.blip2_generation import Blip2Generator
 from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.samples import Prediction, Sample
 from evalkit.core.scores import RunStats
-from evalkit.inference.batch_plan import Window, order_by_image, plan_windows  # noqa: F401 - order_by_image re-exported
+from evalkit.inference.batch_plan import plan_windows
 from evalkit.inference.image_prefetch import ImagePrefetcher, StageTimes, default_workers
 
 Progress = Callable[[int], None]  # called with the number of samples just finished
