@@ -102,15 +102,16 @@ def _converse(conversation, lines: Iterable[str], interactive: bool, records: li
 
 def _ask(conversation, text: str, dropped: int):
     """The turn answering ``text``, with a notice when more old turns no longer fit; None after an error."""
+    from evalkit.api.conversation import dropped_notice
+
     try:
         turn = conversation.ask(text)
     except EvalkitError as error:  # a too-long question ends the turn, not the conversation
         _say(f"error: {error}")
         return None
-    if turn.dropped_turns > dropped:
-        oldest = ("the oldest turn is" if turn.dropped_turns == 1
-                  else f"the oldest {turn.dropped_turns} turns are")
-        _say(f"(the context is full: {oldest} left out of the prompt, {turn.kept_turns} kept)")
+    notice = dropped_notice(turn, dropped)
+    if notice:
+        _say(notice)
     return turn
 
 
