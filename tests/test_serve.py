@@ -156,3 +156,8 @@ def test_nucleus_sampling_repeats_with_its_seed():
     assert len({a for a, _ in runs.values()}) > 1  # other seeds draw others
     beam = model.caption(str(SHAPE))[0]
     assert beam.protocol_fingerprint != model.caption(str(SHAPE), seed=0, **settings)[0].protocol_fingerprint
+
+
+def test_sampling_flags_need_sample(capsys):
+    code, _, err = run_cli(["caption", str(SHAPE), "--temperature", "0.7"], capsys)
+    assert code == 2 and err.strip().splitlines() == ["error: --temperature applies to sampling only: add --sample"]

@@ -164,7 +164,7 @@ def _runs_tab(runs: RunsFolder, work_dir: Path, image: gr.Image, tabs: gr.Tabs, 
     notes = gr.Markdown(elem_id="notes")
     gr.Markdown("## A run's samples")
     with gr.Row():
-        run = gr.Dropdown([], label="Run", elem_id="run", scale=3)
+        run = gr.Dropdown([], label="Run", elem_id="run", scale=3, allow_custom_value=True)
         sort = gr.Radio(list(SORTS), value=SORTS[0], label="Order", elem_id="sort", scale=2)
     samples = gr.Dataframe(label="Samples (click a row)", interactive=False, wrap=True, elem_id="samples",
                            max_height=360)
@@ -175,9 +175,11 @@ def _runs_tab(runs: RunsFolder, work_dir: Path, image: gr.Image, tabs: gr.Tabs, 
             ask_about = gr.Button("Ask the model about this image", elem_id="ask-about")
     runs_status = gr.Markdown(elem_id="runs-status", elem_classes=["evalkit-error"])
     gr.Markdown("## Compare two runs (evalkit compare)")
+    # run names come back from the browser as any text: RunsFolder.run keeps them inside the results folder
     with gr.Row():
-        baseline = gr.Dropdown([], label="Baseline", elem_id="baseline")
-        candidate = gr.Dropdown([], label="Candidate", elem_id="candidate")
+        baseline = gr.Dropdown([], label="Baseline", elem_id="baseline", allow_custom_value=True)
+        candidate = gr.Dropdown([], label="Candidate", elem_id="candidate", allow_custom_value=True)
+        allow_change = gr.Checkbox(label="allow a protocol change (--allow-protocol-change)", elem_id="allow-change")
         compare = gr.Button("Compare", elem_id="compare")
     comparison = gr.Markdown(elem_id="comparison")
     changed = gr.HTML(elem_id="changed", elem_classes=["thumbs"])
@@ -218,28 +220,29 @@ def _runs_tab(runs: RunsFolder, work_dir: Path, image: gr.Image, tabs: gr.Tabs, 
             return gr.update(), gr.update(), "error: this sample's image file is not on this machine"
         return served_copy(path, work_dir / "samples"), gr.Tabs(selected="try"), ""
 
-    def run_compare(base: str | None, cand: str | None):
+    def run_compare(base: str | None, cand: str | None, allow_protocol_change: bool):
         from evalkit.analysis.compare import render_comparison
 
         if not base or not cand:
             return "choose a baseline and a candidate run", ""
         try:
-            result = runs.compare(base, cand)
+            result = runs.compare(base, cand, allow_protocol_change)
         except EvalkitError as err:
             return f"error: {err}", ""
         return render_comparison(result), _changed_html(runs, base, cand, most_changed(result))
 
     listing = [filter_text, run, baseline, candidate]
     listed = [leaderboard, notes, run, baseline, candidate]
+    private = dict(queue=False, api_visibility="private")
     for trigger in (refresh.click, runs_tab.select, demo.load, filter_text.submit):
-        trigger(reload, listing, listed, queue=False)
-    for trigger in (run.change, sort.change):
-        trigger(show_samples, [run, sort], [samples, sample_id, sample, runs_status], queue=False)
-    samples.select(pick, [run], [sample_id, sample], queue=False)
-    sample_id.submit(lambda name, chosen: _sample_html(runs, name, chosen), [run, sample_id], [sample], queue=False)
-    ask_about.click(open_in_try, [run, sample_id], [image, tabs, runs_status], queue=False)
-    compare.click(run_compare, [baseline, candidate], [comparison, changed], concurrency_limit=1,
-                  concurrency_id="compare")
+        trigger(reload, listing, listed, **private)
+    run.change(show_samples, [run, sort], [samples, sample_id, sample, runs_status], queue=False, api_name="samples")
+    sort.change(show_samples, [run, sort], [samples, sample_id, sample, runs_status], **private)
+    samples.select(pick, [run], [sample_id, sample], **private)
+    sample_id.submit(lambda name, chosen: _sample_html(runs, name, chosen), [run, sample_id], [sample], **private)
+    ask_about.click(open_in_try, [run, sample_id], [image, tabs, runs_status], **private)
+    compare.click(run_compare, [baseline, candidate, allow_change], [comparison, changed], api_name="compare",
+                  concurrency_limit=1, concurrency_id="compare")
 
 
 def _sample_html(runs: RunsFolder, name: str, sample_id: str) -> str:

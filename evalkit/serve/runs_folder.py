@@ -93,11 +93,11 @@ class RunsFolder:
         base = (run.record.get("provenance") or {}).get("working_directory", "")
         return Thumbnails().resolve(str(line.get("image", "")), run.path, base)
 
-    def compare(self, baseline: str, candidate: str) -> dict:
+    def compare(self, baseline: str, candidate: str, allow_protocol_change: bool = False) -> dict:
         """`evalkit compare BASELINE CANDIDATE`'s result, as its library function returns it."""
         from evalkit.analysis.compare import compare_runs
 
-        return compare_runs(self.run(baseline), self.run(candidate))
+        return compare_runs(self.run(baseline), self.run(candidate), allow_protocol_change=allow_protocol_change)
 
 
 def most_changed(result: dict, limit: int = 8) -> list[dict]:
