@@ -161,3 +161,17 @@ def test_nucleus_sampling_repeats_with_its_seed():
 def test_sampling_flags_need_sample(capsys):
     code, _, err = run_cli(["caption", str(SHAPE), "--temperature", "0.7"], capsys)
     assert code == 2 and err.strip().splitlines() == ["error: --temperature applies to sampling only: add --sample"]
+
+
+def test_a_model_loads_on_first_use_and_stays_loaded():
+    from evalkit.serve.model_pool import ModelPool
+
+    pool = ModelPool(["blip2-tiny-t5"], device="cpu")
+    assert pool.names == ["blip2-tiny-opt", "blip2-tiny-t5"]  # listed once
+    heard: list[str] = []
+    assert not pool.is_loaded("blip2-tiny-t5")
+    first = pool.get("blip2-tiny-t5", heard.append)
+    assert pool.get("blip2-tiny-t5", heard.append) is first
+    assert heard == ["loading blip2-tiny-t5 (first use; it stays loaded)"]
+    with pytest.raises(EvalkitError, match="not offered here"):
+        pool.get("blip2-opt-2.7b")

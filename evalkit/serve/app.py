@@ -27,7 +27,8 @@ from evalkit.serve.uploads import check_image, fetched_copy, served_copy  # noqa
 
 EXAMPLES = 6  # bundled shapes images offered as examples
 MODEL_QUEUE = "model"  # every event that runs a model shares this one-at-a-time queue slot
-CSS = ".evalkit-error {color: #b91c1c} .thumbs img {max-width: 160px} .sample img {max-width: 256px}"
+CSS = ("#sample-view img, #changed-table img {width: 160px; image-rendering: pixelated} "
+       "#image img {image-rendering: pixelated}")
 
 
 def build_app(pool: ModelPool, runs: RunsFolder, max_upload_mb: float, work_dir: Path) -> gr.Blocks:
@@ -55,7 +56,7 @@ def _try_tab(pool: ModelPool, max_upload_mb: float, work_dir: Path, examples: li
         with gr.Column():
             # image_mode None: the file reaches evalkit as uploaded (evalkit's own RGB rule, as for the CLI)
             image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image", elem_id="image",
-                             format="png", image_mode=None)
+                             format="png", image_mode=None, height=300)
             with gr.Row():
                 url = gr.Textbox(label="or an image URL", placeholder="https://…", elem_id="url", scale=4)
                 fetch = gr.Button("Load URL", scale=1, elem_id="load-url")
@@ -67,8 +68,8 @@ def _try_tab(pool: ModelPool, max_upload_mb: float, work_dir: Path, examples: li
             go = gr.Button("Caption it!", variant="primary", elem_id="go")
             answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
             footer = gr.Markdown(elem_id="fingerprint")
-            status = gr.Markdown(elem_id="status", elem_classes=["evalkit-error"])
-            chatbot = gr.Chatbot(label="Chat", height=260, elem_id="chat")
+            status = gr.Markdown(elem_id="status", elem_classes=["evalkit-status"])
+            chatbot = gr.Chatbot(label="Chat", height=220, elem_id="chat")
             clear = gr.Button("Clear", elem_id="clear")
     with gr.Accordion("Advanced settings", open=False):
         gr.Markdown("Defaults: the task protocol of the model's family (the settings of `evalkit caption/ask/chat`).")
@@ -167,13 +168,13 @@ def _runs_tab(runs: RunsFolder, work_dir: Path, image: gr.Image, tabs: gr.Tabs, 
         run = gr.Dropdown([], label="Run", elem_id="run", scale=3, allow_custom_value=True)
         sort = gr.Radio(list(SORTS), value=SORTS[0], label="Order", elem_id="sort", scale=2)
     samples = gr.Dataframe(label="Samples (click a row)", interactive=False, wrap=True, elem_id="samples",
-                           max_height=360)
+                           max_height=360, column_widths=["7%", "15%", "6%", "24%", "28%", "20%"])
     with gr.Row():
         sample = gr.HTML(elem_id="sample", elem_classes=["sample"])
         with gr.Column(scale=0, min_width=220):
             sample_id = gr.Textbox(label="Sample id", elem_id="sample-id")
             ask_about = gr.Button("Ask the model about this image", elem_id="ask-about")
-    runs_status = gr.Markdown(elem_id="runs-status", elem_classes=["evalkit-error"])
+    runs_status = gr.Markdown(elem_id="runs-status", elem_classes=["evalkit-status"])
     gr.Markdown("## Compare two runs (evalkit compare)")
     # run names come back from the browser as any text: RunsFolder.run keeps them inside the results folder
     with gr.Row():
@@ -252,15 +253,15 @@ def _sample_html(runs: RunsFolder, name: str, sample_id: str) -> str:
         frame = runs.samples(name, "by id")
         path = runs.sample_image(name, sample_id)
     except EvalkitError as err:
-        return f'<p class="evalkit-error">error: {esc(err)}</p>'
+        return f'<p class="evalkit-status">error: {esc(err)}</p>'
     rows = frame[frame["id"] == str(sample_id)]
     if rows.empty:
-        return f'<p class="evalkit-error">no sample {esc(sample_id)} in this run</p>'
+        return f'<p class="evalkit-status">no sample {esc(sample_id)} in this run</p>'
     row = rows.iloc[0]
     uri = Thumbnails(256).uri(str(path), run.path) if path else None
     picture = f'<img alt="sample {esc(sample_id)}" src="{uri}">' if uri else "<p>(image not on this machine)</p>"
     kind = run.task_kind
-    status = "" if row["status"] == "ok" else ' · <b class="evalkit-error">failed</b>'
+    status = "" if row["status"] == "ok" else ' · <b class="evalkit-status">failed</b>'
     return (f'<div id="sample-view">{picture}<p>#{esc(sample_id)} · score {esc(row["score"])}{status}</p>'
             f'<p>question / prompt: {esc(row["question / prompt"])}</p>'
             f'<p>{esc(kind.prediction_label)}: <b>{esc(row["prediction"])}</b></p>'
