@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from conftest import FIXTURES, run_cli
 from evalkit.tasks.vqav2 import HUB
 
 sys.path.insert(0, str(FIXTURES / "hub_cache"))
-from replica import VQAV2_MAIN, image_bytes, vqav2_features, vqav2_rows, write_vqav2  # noqa: E402
+from replica import VQAV2_MAIN, image_bytes, parquet_bytes, vqav2_features, vqav2_rows, write_vqav2  # noqa: E402
 
 FAST = ["--num-beams", "1", "--max-new-tokens", "2", "-q"]
 SHARD_0 = "data/validation-00000-of-00002.parquet"
@@ -104,7 +103,9 @@ def test_a_missing_shard_is_named(listing, hf_home, tiny_opt, tmp_path, capsys):
                                    "data/validation-00002-of-00002.parquet"])
 def test_a_stray_parquet_matching_the_glob_is_refused(stray, listing, hf_home, tiny_opt, tmp_path, capsys):  # H16
     snapshot = write_vqav2(hf_home, HUB.repo_id, HUB.revision, listing=listing)
-    shutil.copyfile(snapshot / SHARD_0, snapshot / stray)  # a plain file the hub never listed
+    rows = vqav2_rows(n_images=1)
+    rows["question_id"] = [q + 500 for q in rows["question_id"]]  # 3 more questions: 9 rows ran, exit 0, before
+    (snapshot / stray).write_bytes(parquet_bytes(rows, vqav2_features()))  # a plain file the hub never listed
     code, err = run(tiny_opt, tmp_path / "r", capsys)
     assert_one_line(code, err, "remove")
     if listing:
