@@ -179,3 +179,21 @@ def test_an_empty_split_names_dataset_and_split(hf_home, tiny_opt, tmp_path, cap
     write_vqav2(hf_home, HUB.repo_id, HUB.revision, shards=1, rows={k: [] for k in vqav2_rows()})
     code, err = run(tiny_opt, tmp_path / "r", capsys)
     assert_one_line(code, err, HUB.repo_id, "split 'val'", "no rows", "validation")
+
+
+def test_an_unpinned_hf_dataset_with_string_answers_is_refused_too(tmp_path):  # H09 through `hf:ID`
+    import datasets
+
+    from evalkit.core.errors import EvalkitError
+    from evalkit.data.data_arg import parse_data_arg
+    from evalkit.data.vqa_datasets import load_vqa_set
+
+    rows = vqav2_rows(n_images=1)
+    datasets.Dataset.from_dict(rows, features=vqav2_features()).save_to_disk(str(tmp_path / "ok"))
+    loaded = load_vqa_set(parse_data_arg(f"hf:{tmp_path / 'ok'}"), "validation")
+    assert loaded.samples[0].references == ("yes",) * 7 + ("no",) * 3
+    rows["answers"] = ["yes", "2", "red"]
+    features = datasets.Features({**vqav2_features(), "answers": datasets.Value("string")})
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "strings"))
+    with pytest.raises(EvalkitError, match=r"row 0 \(question \d+\): column 'answers' holds 'yes', not a list of 10"):
+        load_vqa_set(parse_data_arg(f"hf:{tmp_path / 'strings'}"), "validation")
