@@ -197,3 +197,14 @@ def test_an_unpinned_hf_dataset_with_string_answers_is_refused_too(tmp_path):  #
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "strings"))
     with pytest.raises(EvalkitError, match=r"row 0 \(question \d+\): column 'answers' holds 'yes', not a list of 10"):
         load_vqa_set(parse_data_arg(f"hf:{tmp_path / 'strings'}"), "validation")
+
+
+def test_a_link_to_another_blob_than_the_listed_one_is_refused(hf_home, tiny_opt, tmp_path, capsys):
+    """Both blobs are intact (each hashes to its name), but shard 1's link points at shard 0's: the listing says
+    which blob the revision has for that path."""
+    snapshot = write_vqav2(hf_home, HUB.repo_id, HUB.revision)
+    (snapshot / SHARD_1).unlink()
+    os.symlink(os.readlink(snapshot / SHARD_0), snapshot / SHARD_1)
+    code, err = run(tiny_opt, tmp_path / "r", capsys)
+    assert_one_line(code, err, str(snapshot / SHARD_1), "but revision", HUB.revision)
+    assert blob_of(snapshot, SHARD_0).name[:12] in err  # the blob it links to
