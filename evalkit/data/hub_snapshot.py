@@ -27,7 +27,8 @@ from typing import Callable, Sequence
 
 from evalkit.core.errors import EvalkitError
 
-# data/validation-00000-of-00002.parquet; NoCaps adds the upload hash: validation-00000-of-00003-55b5edbf01d47b39.parquet
+# data/validation-00000-of-00002.parquet; NoCaps adds the upload hash:
+# data/validation-00000-of-00003-55b5edbf01d47b39.parquet
 SHARD_NAME = re.compile(r"^(?P<series>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})(?:-[0-9a-f]+)?\.parquet$")
 TREE_FORMAT_VERSION = 1
 
