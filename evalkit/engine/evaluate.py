@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ def load_task_data(task: TaskSpec, options: RunOptions) -> SampleSet:
     columns = {**task.columns, **options.columns}
     with progress_enabled(options.show_progress):  # hub downloads and data preparation; --quiet silences them
         sample_set = task.load_data(parse_data_arg(raw), options.split or task.default_split, options.images, columns)
+    if options.columns:  # a mapping changes what the samples hold: it is part of the data's identity (run id)
+        sample_set = dataclasses.replace(sample_set, identity={**sample_set.identity,
+                                                               "columns": dict(sorted(options.columns.items()))})
     if options.limit is not None and options.limit < 1:
         raise EvalkitError(f"--limit must be at least 1 (got {options.limit})")
     return sample_set.limited(options.limit)
