@@ -84,7 +84,7 @@ def run_bench(checkpoint: LoadedCheckpoint, task: str = "vqav2", num_samples: in
     ``batch_size`` None is ``--batch-size auto``: the probe's size on a GPU."""
     protocol = bench_protocol(task, max_new_tokens)
     per_image = questions_per_image or QUESTIONS_PER_IMAGE[task]
-    workers = decode_workers or default_workers()
+    workers = decode_workers or default_workers(checkpoint.device)
     generator = Blip2Generator(checkpoint, image_size, kv_cache, image_pipeline)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         data = write_vqa_set(Path(tmp), math.ceil(num_samples / per_image), per_image)

@@ -33,7 +33,7 @@ from typing import Iterator, Mapping, Sequence
 
 from PIL import Image
 
-from evalkit.core.errors import EvalkitError
+from evalkit.core.errors import EvalkitError, NotDownloadedError
 from evalkit.core.progress import progress_bar
 from evalkit.core.sample_set import file_sha256
 from evalkit.data.images import HUB_ROW_PREFIX, BadImageError, decode_rgb, register_row_identity
@@ -158,7 +158,7 @@ def resolve_files(source: HubSource, split: str, role: str = "") -> HubFiles:
                                                      allow_patterns=patterns, etag_timeout=ETAG_TIMEOUT_S,
                                                      cache_dir=hub_cache_dir(), local_files_only=local_only)
     except Exception as err:  # noqa: BLE001 - offline, unreachable, unknown repo/revision: all one line
-        raise EvalkitError(not_cached_message(source.repo_id, source.revision, _reason(err))) from None
+        raise NotDownloadedError(not_cached_message(source.repo_id, source.revision, _reason(err))) from None
     finally:
         if not was_disabled and not _show_progress():
             enable_progress_bars()

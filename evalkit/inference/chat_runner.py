@@ -51,7 +51,7 @@ def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: Image
     context = min(protocol.max_context_tokens, generator.max_positions or protocol.max_context_tokens)
     budget = context - generator.num_query_tokens - protocol.max_new_tokens
     groups = [keys[start:start + batch_size] for start in range(0, len(keys), batch_size)]
-    stats.decode_workers = decode_workers or default_workers()
+    stats.decode_workers = decode_workers or default_workers(generator.device)
     with ImagePrefetcher(images, groups, generator.image_pipeline.worker, stats.decode_workers,
                          skip_bad_images) as prefetch:
         for index, group in enumerate(groups):

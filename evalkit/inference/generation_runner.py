@@ -66,7 +66,7 @@ def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images
     prompts = {s.id: render_prompt(protocol, s.question) for s in samples}
     lengths = prompt_lengths(generator, prompts, protocol) if sort_by_length else {}
     windows = plan_windows(samples, batch_size, lambda s: lengths.get(s.id, 0))
-    workers = stats.decode_workers = decode_workers or default_workers()
+    workers = stats.decode_workers = decode_workers or default_workers(generator.device)
     pipeline = generator.image_pipeline
     with ImagePrefetcher(images, [w.image_keys for w in windows], pipeline.worker, workers, skip_bad_images,
                          times) as prefetch:
