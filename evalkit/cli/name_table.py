@@ -25,9 +25,11 @@ def print_name_table(console: Console, headers: list[str], rows: list[list[str]]
     kept = _columns_that_fit(console.width, headers, rows, wrap)
     table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for index in kept:
-        whole = index not in wrap
-        width = max([_widest_word(headers[index])] + [len(row[index]) for row in rows]) if whole else None
-        table.add_column(headers[index], no_wrap=whole, min_width=width, overflow="fold",
+        whole, header = index not in wrap, headers[index]
+        width = max([_widest_word(header)] + [len(row[index]) for row in rows]) if whole else None
+        if whole and len(header) > width:  # a header wider than its cells breaks between its words
+            header = "\n".join(header.split())
+        table.add_column(header, no_wrap=whole, min_width=width, overflow="fold",
                          justify="right" if index in numeric else "left")
     for row in rows:
         table.add_row(*(row[i] for i in kept))

@@ -5,13 +5,16 @@ threads; OpenMP threads that spin-wait for each other then stall whenever the sc
 whole runs took 5-20x their median (issue 23: 1 in 3 to 1 in 7 runs). The budget keeps torch threads + decode
 workers within the cores this process may use: a quarter of the cores (at least 1) decode, the rest run torch.
 ``OMP_NUM_THREADS`` / ``EVALKIT_DECODE_WORKERS``, when set, are taken as they are (the other side gets what is
-left, at least 1). The choice is recorded in run.json (``runtime.cpu_threads``).
+left, at least 1). The choice holds while a runner works (``torch_threads_for``) and is recorded in run.json
+(``runtime.cpu_threads``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import torch
 
@@ -72,12 +75,24 @@ def cpu_budget(cores: int | None = None, omp_threads: str | None = None,
                       "torch threads + decode workers <= cores (a quarter of the cores decode, at least 1)")
 
 
-def apply_cpu_budget() -> CpuThreads:
-    """Set torch's intra-op threads to the budget and return it (for the runner's decode workers and run.json)."""
-    budget = cpu_budget(omp_threads=os.environ.get("OMP_NUM_THREADS"), workers_env=env_workers())
-    if torch.get_num_threads() != budget.torch_threads:
-        torch.set_num_threads(budget.torch_threads)
-    return budget
+def current_budget() -> CpuThreads:
+    """The budget for this process now (its cores, OMP_NUM_THREADS, EVALKIT_DECODE_WORKERS)."""
+    return cpu_budget(omp_threads=os.environ.get("OMP_NUM_THREADS"), workers_env=env_workers())
+
+
+@contextlib.contextmanager
+def torch_threads_for(device: torch.device | str) -> Iterator[CpuThreads | None]:
+    """On CPU, torch's intra-op threads set to the budget for the ``with`` block (the previous count restored
+    after); elsewhere nothing changes."""
+    if torch.device(device).type != "cpu":
+        yield None
+        return
+    budget, before = current_budget(), torch.get_num_threads()
+    torch.set_num_threads(budget.torch_threads)
+    try:
+        yield budget
+    finally:
+        torch.set_num_threads(before)
 
 
 def gpu_workers() -> int:

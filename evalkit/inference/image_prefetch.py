@@ -21,16 +21,16 @@ from PIL import Image
 
 from evalkit.core.errors import EvalkitError
 from evalkit.data.images import BadImageError, ImageSource
-from evalkit.inference.cpu_threads import apply_cpu_budget, gpu_workers
+from evalkit.inference.cpu_threads import current_budget, gpu_workers
 
 Preprocess = Callable[[Image.Image], torch.Tensor]  # one image -> pixel values [3, size, size]
 
 
 def default_workers(device: torch.device | str | None = None) -> int:
-    """Decode workers: on CPU, the budget shared with torch's threads (``cpu_threads``, which also sets torch's);
-    beside a GPU, ``EVALKIT_DECODE_WORKERS`` when set, else the cores this process may use (at most 8)."""
+    """Decode workers: on CPU, their share of the budget with torch's threads (``cpu_threads``); beside a GPU,
+    ``EVALKIT_DECODE_WORKERS`` when set, else the cores this process may use (at most 8)."""
     if device is not None and torch.device(device).type == "cpu":
-        return apply_cpu_budget().decode_workers
+        return current_budget().decode_workers
     return gpu_workers()
 
 

@@ -127,7 +127,9 @@ def checkpoint_directory(source: str) -> Path:
     try:
         return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
     except Exception as err:  # noqa: BLE001
-        raise NotDownloadedError(model_not_here_message(source, type(err).__name__)) from None
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        reason = "HF_HUB_OFFLINE is set" if offline else f"the hub cannot be reached: {type(err).__name__}"
+        raise NotDownloadedError(model_not_here_message(source, reason)) from None
 
 
 def looks_like_hub_id(source: str) -> bool:
