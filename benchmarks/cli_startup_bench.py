@@ -4,14 +4,15 @@
 
 Each round runs the command once with ``PYTHONPATH=<before checkout>`` and once with this checkout, alternating
 which goes first, in fresh interpreters (as the `evalkit` console script does: import evalkit.cli.main, call
-main). Prints each side's median, min and max wall seconds and the 1-minute load average before and after, since
-other processes on the machine move these numbers.
+main). Prints each side's median, min and max wall seconds and CPU seconds (user + system; less moved by other
+processes than the wall time) and the 1-minute load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -22,12 +23,17 @@ ROOT = Path(__file__).resolve().parents[1]
 ENTRY = "import sys; from evalkit.cli.main import main; sys.argv[0] = 'evalkit'; sys.exit(main())"
 
 
-def timed_run(checkout: Path, args: list[str]) -> float:
+def timed_run(checkout: Path, args: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the child) of one whole process."""
     env = dict(os.environ, PYTHONPATH=str(checkout), COLUMNS="100")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", ENTRY, *args], env=env, stdout=subprocess.DEVNULL,
+    # cwd "/": with -c, the working directory comes first on sys.path and would shadow PYTHONPATH's checkout
+    subprocess.run([sys.executable, "-c", ENTRY, *args], env=env, cwd="/", stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -37,7 +43,7 @@ def main() -> None:
     parser.add_argument("args", nargs="*", default=["--help"])
     a = parser.parse_args()
     load_before = os.getloadavg()[0]
-    times: dict[str, list[float]] = {"before": [], "after": []}
+    times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
     for k in range(a.runs):
         order = [("before", a.before), ("after", ROOT)]
         for name, checkout in (order if k % 2 == 0 else order[::-1]):
@@ -45,7 +51,9 @@ def main() -> None:
     print(f"evalkit {' '.join(a.args)}: {a.runs} interleaved runs each; load average (1 min) "
           f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     for name, values in times.items():
-        print(f"{name:>6}: median {statistics.median(values):.3f} s  min {min(values):.3f}  max {max(values):.3f}")
+        wall, cpu = [v[0] for v in values], [v[1] for v in values]
+        print(f"{name:>6}: wall median {statistics.median(wall):.3f} s (min {min(wall):.3f}, max {max(wall):.3f}); "
+              f"CPU median {statistics.median(cpu):.3f} s (min {min(cpu):.3f}, max {max(cpu):.3f})")
 
 
 if __name__ == "__main__":
