@@ -85,7 +85,7 @@ class _Measured:
     probe_seconds: float | None
     baseline_samples: int
     baseline_seconds: float
-    plain_loop_seconds: float
+    plain_loop_seconds: float | None
     run_seconds: float
     scoring_seconds: float
     times: StageTimes
@@ -126,7 +126,9 @@ def _measure(generator: Blip2Generator, sample_set, samples: list, protocol: Gen
                     decode_workers=workers)
     baseline = samples[:max(1, min(baseline_samples, len(samples)))]
     baseline_seconds = per_image_loop(generator, baseline, sample_set.images, protocol)
-    plain_loop_seconds = plain_generate_loop(generator.checkpoint, baseline, sample_set.images, protocol)
+    # random weights come without a transformers processor: no plain loop to compare with
+    plain_loop_seconds = plain_generate_loop(generator.checkpoint, baseline, sample_set.images, protocol) \
+        if callable(generator.checkpoint.processor) else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     predictions: list = []
@@ -173,11 +175,12 @@ def _result(checkpoint: LoadedCheckpoint, generator: Blip2Generator, task: str, 
         if device.type == "cuda" else None,
         "baseline_per_image_loop": {"samples": m.baseline_samples, "samples_per_s": round(baseline_rate, 3)},
         "ratio_to_baseline": round(samples_per_s / baseline_rate, 2),
-        "plain_generate_loop": {"samples": m.baseline_samples,
-                                "samples_per_s": round(m.baseline_samples / m.plain_loop_seconds, 3),
-                                "what": "per sample: processor(images=, text=) -> model.generate(**inputs) -> "
-                                        "batch_decode, as the transformers BLIP-2 docs show"},
-        "ratio_to_plain_generate_loop": round(samples_per_s * m.plain_loop_seconds / m.baseline_samples, 2),
+        "plain_generate_loop": None if m.plain_loop_seconds is None else {
+            "samples": m.baseline_samples, "samples_per_s": round(m.baseline_samples / m.plain_loop_seconds, 3),
+            "what": "per sample: processor(images=, text=) -> model.generate(**inputs) -> batch_decode, as the "
+                    "transformers BLIP-2 docs show"},
+        "ratio_to_plain_generate_loop": None if m.plain_loop_seconds is None else
+        round(samples_per_s * m.plain_loop_seconds / m.baseline_samples, 2),
         "score_accuracy": getattr(m.accuracy, "overall", None),
     }
 

@@ -125,6 +125,8 @@ def recorded_result(prepared: PreparedRun, journal: PredictionJournal) -> dict |
         return None  # a damaged record is rewritten by running
     if record.get("journal_header") != prepared.header or record.get("scoring") != scoring_choices(prepared.options):
         return None
+    if prepared.task.compare_with and "run_id" not in (record.get("comparison") or {}):
+        return None  # recorded before its sibling run existed: scored again, now beside it
     done = open_journal(prepared, journal)  # refuses a changed header or image, as a resume does
     samples = prepared.sample_set.samples
     if any(s.id not in done or done[s.id].status != "ok" for s in samples):
