@@ -35,7 +35,10 @@ LAVIS_ENV = Path(os.environ.get("EVALKIT_LAVIS_ENV", ROOT / ".lavis-env"))
 SIDE = ROOT / "tests/lavis_reference/lavis_side.py"
 MODEL = {"opt": "blip2-tiny-opt", "t5": "blip2-tiny-t5", "itm": "blip2-tiny-itm"}
 LOGIT_PROMPTS = ["a photo of", "Question: how many shapes are there? Short answer:"]
-REPORT = {}
+# captions and VQA answers of the first N images / questions only (0: all, as CI runs it); for a quick local
+# check on a loaded machine. The tensors and the retrieval matrices always cover the whole split.
+GENERATION_LIMIT = int(os.environ.get("EVALKIT_LAVIS_SAMPLES", "0"))
+REPORT: dict = {}
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +48,15 @@ def reference(tmp_path_factory):
     work = tmp_path_factory.mktemp("lavis_reference")
     prepared = write_job(work)
     env = {**os.environ, "PYTHONPATH": "", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    done = subprocess.run([str(LAVIS_ENV / "bin/python"), str(SIDE), str(work)], env=env, capture_output=True,
-                          text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lavis = torch.load(work / "lavis_outputs.pt", weights_only=False)
+           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    cached = LAVIS_ENV / "outputs" / f"{_job_digest(work)}.pt"
+    if not cached.is_file():  # the same job (script, weights, pixels, settings) gives the same outputs
+        done = subprocess.run([str(LAVIS_ENV / "bin/python"), str(SIDE), str(work)], env=env, capture_output=True,
+                              text=True, timeout=3000)
+        assert done.returncode == 0, done.stderr[-3000:]
+        cached.parent.mkdir(exist_ok=True)
+        (work / "lavis_outputs.pt").replace(cached)
+    lavis = torch.load(cached, weights_only=False)
     runs = {}
     for family, task in (("opt", "shapes-caption"), ("t5", "shapes-caption"), ("opt", "shapes-vqa"),
                          ("t5", "shapes-vqa"), ("itm", "shapes-retrieval")):
@@ -70,7 +77,7 @@ def write_job(work: Path) -> dict:
     index = {Path(image).name: i for i, image in enumerate(images)}
     checkpoints = {family: load_checkpoint(MODELS[name], device="cpu") for family, name in MODEL.items()}
     pixels = {}
-    job = {"families": {}}
+    job = {"families": {}, "generation_limit": GENERATION_LIMIT}
     for family, checkpoint in checkpoints.items():
         from PIL import Image
 
@@ -115,6 +122,19 @@ def write_job(work: Path) -> dict:
         job["families"][family] = spec
     (work / "job.json").write_text(json.dumps(job))
     return {"job": job, "checkpoints": checkpoints, "pixels": pixels, "captions": captions, "questions": questions}
+
+
+def _job_digest(work: Path) -> str:
+    """sha256 of what the LAVIS side reads: its script, the job's settings and every file the job names."""
+    import hashlib
+
+    digest = hashlib.sha256(SIDE.read_bytes())
+    job = (work / "job.json").read_text()
+    digest.update(job.replace(str(work), "WORK").encode())
+    for file in sorted(work.iterdir()):
+        if file.suffix in (".pt", ".pth"):
+            digest.update(file.name.encode() + hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()[:24]
 
 
 def _run(args: list[str]) -> int:
@@ -226,15 +246,16 @@ def _answer_table(reference, family: str) -> list[dict]:
     pixels = reference["pixels"][family]
     rows = []
     caption_run = _predictions(reference["runs"][(family, "shapes-caption")])
-    for index, sample in enumerate(captions.samples):
+    for index, sample in enumerate(captions.samples[:len(lavis["captions"])]):
         rows.append({"task": "caption", "id": sample.id, "image": index, "evalkit": caption_run[sample.id],
                      "lavis": lavis["captions"][index].strip(), "prompt": get_task("shapes-caption").protocol_for(family).prompt})
     vqa_run = _predictions(reference["runs"][(family, "shapes-vqa")])
-    for item, sample in zip(reference["job"]["families"][family]["vqa"], questions.samples):
+    items = reference["job"]["families"][family]["vqa"]
+    for item, sample, answer in zip(items, questions.samples, lavis["answers"]):
         rows.append({"task": "vqa", "id": sample.id, "image": item["image"], "evalkit": vqa_run[sample.id],
-                     "lavis": lavis["answers"][len([r for r in rows if r["task"] == "vqa"])].strip(),
-                     "prompt": item["prompt"]})
+                     "lavis": answer.strip(), "prompt": item["prompt"]})
     differing = [r for r in rows if r["evalkit"] != r["lavis"]]
+    assert len(rows) == len(lavis["captions"]) + len(lavis["answers"])
     with lavis_constants(checkpoint.model, family):
         for task_name, task in (("caption", "shapes-caption"), ("vqa", "shapes-vqa")):
             chosen = [r for r in differing if r["task"] == task_name]
@@ -243,6 +264,88 @@ def _answer_table(reference, family: str) -> list[dict]:
             for row, answer in zip(chosen, answers):
                 row["evalkit_with_lavis_constants"] = answer
     return rows
+
+
+
+def _tensor_rows(reference) -> dict[str, dict]:
+    rows = {}
+    for family in MODEL:
+        checkpoint = reference["checkpoints"][family]
+        tokenizer = checkpoint.processor.tokenizer
+        pixels = reference["pixels"][family]
+        raw = _deltas(_evalkit_tensors(checkpoint.model, pixels, family, LOGIT_PROMPTS, tokenizer),
+                      reference["lavis"][family])
+        with lavis_constants(checkpoint.model, family):
+            fixed = _deltas(_evalkit_tensors(checkpoint.model, pixels, family, LOGIT_PROMPTS, tokenizer),
+                            reference["lavis"][family])
+        rows[family] = {"raw": raw, "lavis_constants": fixed}
+    return rows
+
+
+def test_stubs_and_versions_are_reported(reference):
+    lavis = reference["lavis"]
+    print("\nLAVIS side:", lavis["versions"])
+    for stub in lavis["stubs"] + lavis["sizes"]:
+        print("  stub/size:", stub)
+    assert lavis["versions"]["salesforce-lavis"] == "1.0.2" and lavis["versions"]["transformers"].startswith("4.26.")
+    assert lavis["versions"]["timm"] == "0.4.12"
+    # every converted key landed in LAVIS's modules; only the ITM's training-only keys kept LAVIS's init
+    assert not lavis["opt"]["load"]["missing_allowed"] and not lavis["t5"]["load"]["missing_allowed"]
+    assert {k.split(".")[0] for k in lavis["itm"]["load"]["missing_allowed"]} == {"Qformer", "temp"}
+    assert lavis["t5"]["load"]["t5_dense_act_fn"] == "gelu"  # LAVIS's blip2_t5.py set it, not the harness
+
+
+def test_vision_qformer_and_lm_outputs_match_lavis(reference):
+    """fp32 max |Δ| per family; the two named causes (ln_vision eps, T5 gelu) shown by applying LAVIS's
+    constants to evalkit's model: what is left is rounding."""
+    rows = _tensor_rows(reference)
+    print()
+    for family, row in rows.items():
+        for kind, deltas in row.items():
+            print(f"{family:4} {kind:16} " + "  ".join(f"{k} {v:.2e}" for k, v in deltas.items()))
+    for family, row in rows.items():
+        raw, fixed = row["raw"], row["lavis_constants"]
+        assert raw["vision_blocks"] < 1e-5, family  # EVA blocks: no difference at all
+        assert raw["vision"] > 1e-4, family  # cause 1: ln_vision eps 1e-5 (LAVIS) vs 1e-6 (transformers)
+        assert max(fixed.values()) < 2e-5 if family != "itm" else fixed["qformer"] < 2e-5, (family, fixed)
+    # cause 2: LAVIS's exact gelu in the T5 FFN (the tiny T5 has gelu_new) moves the T5 logits beyond rounding
+    assert rows["t5"]["raw"]["lm_logits[a photo of]"] > 10 * rows["t5"]["lavis_constants"]["lm_logits[a photo of]"]
+
+
+def test_a_converted_lavis_checkpoint_runs_as_lavis(reference, tmp_path):
+    """`evalkit convert lavis` of the tiny OPT's LAVIS state dict, loaded by evalkit: its vision output is LAVIS's
+    (the loader sets ln_vision's eps), where the bundled model's differs."""
+    from evalkit.models.catalog import resolve_model
+    from evalkit.models.lavis_convert import convert_lavis_checkpoint
+
+    out = tmp_path / "converted"
+    convert_lavis_checkpoint(Path(reference["job"]["families"]["opt"]["pth"]), "opt", "blip2-tiny-opt", out)
+    converted = load_checkpoint(resolve_model(str(out)), device="cpu")
+    pixels = reference["pixels"]["opt"]
+    with torch.no_grad():
+        ours = converted.model.vision_model(pixels).last_hidden_state
+        bundled = reference["checkpoints"]["opt"].model.vision_model(pixels).last_hidden_state
+    lavis = reference["lavis"]["opt"]["vision"]
+    print(f"\nvision max |Δ| vs LAVIS: converted {_max_delta(ours, lavis):.2e}, bundled {_max_delta(bundled, lavis):.2e}")
+    assert _max_delta(ours, lavis) < 1e-5 < _max_delta(bundled, lavis)
+
+
+def test_retrieval_scores_match_lavis(reference):
+    """LAVIS's compute_sim_matrix (ITC shortlist + ITM re-rank, -100 elsewhere) against evalkit's matrices."""
+    import numpy as np
+
+    run = reference["runs"][("itm", "shapes-retrieval")]
+    ours = {"i2t": np.load(run / "scores_i2t.npy"), "t2i": np.load(run / "scores_t2i.npy")}
+    print()
+    for name in ("i2t", "t2i"):
+        theirs = reference["lavis"]["itm"][name].numpy()
+        assert ours[name].shape == theirs.shape
+        same_shortlist = ((ours[name] == -100) == (theirs == -100)).all(axis=1)
+        delta = float(np.abs(ours[name] - theirs).max())
+        top1 = float((ours[name].argmax(1) == theirs.argmax(1)).mean())
+        print(f"{name}: shortlists equal {same_shortlist.sum()}/{len(same_shortlist)}, max |Δ| {delta:.2e}, "
+              f"top-1 equal {top1:.3f}")
+        REPORT[name] = (int(same_shortlist.sum()), len(same_shortlist), delta)
 
 
 def test_report(reference):

@@ -44,12 +44,24 @@ LAVIS_CONSTANTS = {
     "t5": [(("text_config", "dense_act_fn"), "gelu", "lavis/models/blip2_models/blip2_t5.py: "
                                                      "t5_config.dense_act_fn = \"gelu\"")],
 }
-# LAVIS constants no transformers BLIP-2 config field can hold: flagged in the record and in run.json
+# LAVIS constants no transformers BLIP-2 config field can hold: recorded, and set by evalkit's loader on the
+# loaded model (apply_lavis_constants) for a converted folder, whose weights LAVIS trained with them
+LN_VISION_EPS = 1e-5
 NOT_EXPRESSIBLE = [
-    {"what": "ln_vision eps", "lavis": 1e-5, "transformers": "vision_config.layer_norm_eps (1e-6)",
+    {"what": "ln_vision eps", "lavis": LN_VISION_EPS, "transformers": "vision_config.layer_norm_eps (1e-6)",
+     "applied_at_load": True,
      "source": "lavis/models/blip2_models/blip2.py init_vision_encoder: LayerNorm(num_features), torch's "
                "default eps 1e-5; transformers' Blip2VisionModel.post_layernorm uses vision_config.layer_norm_eps"},
 ]
+
+
+def apply_lavis_constants(model: torch.nn.Module, directory: Path) -> dict:
+    """For a folder written by `evalkit convert lavis`: the constants of NOT_EXPRESSIBLE set on the loaded model
+    (measured: tests/test_lavis_reference.py). Returns what was set ({} for other folders)."""
+    if not (Path(directory) / RECORD_FILE).is_file():
+        return {}
+    model.vision_model.post_layernorm.eps = LN_VISION_EPS
+    return {"vision_model.post_layernorm.eps": LN_VISION_EPS}
 
 
 def read_lavis_state(path: Path) -> dict[str, torch.Tensor]:

@@ -47,7 +47,8 @@ STUBS = [
     "without downloading eva_vit_g.pth and without convert_weights_to_fp16",
     "AutoTokenizer.from_pretrained(opt_model, use_fast=False) -> the tiny OPT tokenizer.json "
     "(PreTrainedTokenizerFast); its BPE merges rewritten from [a, b] pairs to the 'a b' strings tokenizers 0.13 "
-    "reads (the same merges, in the older file format)",
+    "reads (the same merges, in the older file format); T5's Metaspace prepend_scheme 'always' written as "
+    "add_prefix_space true (the same rule, older format)",
     "OPTForCausalLM.from_pretrained(opt_model, torch_dtype=float16) -> LAVIS's modeling_opt.OPTForCausalLM"
     "(tiny text_config) in float32 (the harness compares fp32)",
     "T5TokenizerFast.from_pretrained(t5_model) -> T5TokenizerFast over the tiny T5 tokenizer.json (extra_ids=0)",
@@ -71,11 +72,11 @@ def main(job_dir: Path) -> None:
     _bare_packages(lavis_root)
     torch.manual_seed(0)
     outputs = {"stubs": STUBS, "sizes": SIZES, "versions": _versions()}
-    limit = int(os.environ.get("LAVIS_SIDE_LIMIT", "0"))  # debugging only: the first N samples
+    limit = job.get("generation_limit", 0)  # 0: every sample; else the first N images and questions
     for family, spec in job["families"].items():
         if limit:
             spec["vqa"] = spec.get("vqa", [])[:limit]
-            spec["texts"] = spec.get("texts", [])[:limit * 5]
+            spec["caption_images"] = limit
         print(f"lavis_side: {family}", flush=True)
         outputs[family] = RUNNERS[family](spec)
     torch.save(outputs, job_dir / "lavis_outputs.pt")
@@ -229,6 +230,11 @@ def _legacy_tokenizer_file(spec: dict) -> str:
     if model.get("type") == "BPE":
         model["merges"] = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
         model.pop("ignore_merges", None)
+    for part in ("pre_tokenizer", "decoder"):  # Metaspace: prepend_scheme "always" was add_prefix_space true
+        metaspace = data.get(part) or {}
+        if metaspace.get("type") == "Metaspace" and "prepend_scheme" in metaspace:
+            metaspace["add_prefix_space"] = metaspace.pop("prepend_scheme") != "never"
+            metaspace.pop("split", None)
     path = Path(spec["work"]) / f"legacy_{Path(spec['pth']).stem}_tokenizer.json"
     path.write_text(json.dumps(data))
     return str(path)
@@ -330,6 +336,7 @@ def _common_outputs(model, pixels: torch.Tensor, info: dict) -> dict:
 
 def _captions(model, pixels: torch.Tensor, spec: dict) -> list[str]:
     captions = []
+    pixels = pixels[:spec.get("caption_images") or pixels.shape[0]]
     for start in range(0, pixels.shape[0], 8):
         captions += model.generate({"image": pixels[start:start + 8]}, **spec["caption_generate"])
         print(f"lavis_side: captions {len(captions)}/{pixels.shape[0]}", file=sys.stderr, flush=True)
