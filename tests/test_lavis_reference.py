@@ -193,7 +193,7 @@ def _max_delta(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _deltas(ours: dict, theirs: dict) -> dict[str, float]:
     deltas = {name: _max_delta(ours[name], theirs[name]) for name in ("vision_blocks", "vision", "qformer")}
-    for prompt, a, b in zip(LOGIT_PROMPTS, ours["lm_logits"], theirs["lm_logits"]):
+    for prompt, a, b in zip(LOGIT_PROMPTS, ours["lm_logits"], theirs.get("lm_logits", [])):
         deltas[f"lm_logits[{prompt[:12]}]"] = _max_delta(a, b)
     return deltas
 
@@ -203,8 +203,8 @@ class lavis_constants:
     cause): ln_vision's eps 1e-5 (torch's default; transformers uses vision_config.layer_norm_eps 1e-6 for
     post_layernorm) and, for T5, the exact gelu LAVIS's blip2_t5.py sets (the tiny T5 was trained with gelu_new)."""
 
-    def __init__(self, model, family: str):
-        self.model, self.family, self.saved = model, family, []
+    def __init__(self, model, family: str, opt_stop_token: int | None = None):
+        self.model, self.family, self.saved, self.stop = model, family, [], opt_stop_token
 
     def __enter__(self):
         from transformers.activations import ACT2FN
@@ -217,6 +217,10 @@ class lavis_constants:
                 if hasattr(module, "wi_0") and hasattr(module, "act"):
                     self.saved.append((module, "act", module.act))
                     module.act = ACT2FN["gelu"]
+        if self.family == "opt" and self.stop is not None:  # LAVIS 1.0.2 stops OPT at the newline only
+            config = self.model.language_model.generation_config
+            self.saved.append((config, "eos_token_id", config.eos_token_id))
+            config.eos_token_id = self.stop
         return self.model
 
     def __exit__(self, *exc):
@@ -256,7 +260,7 @@ def _answer_table(reference, family: str) -> list[dict]:
                      "lavis": answer.strip(), "prompt": item["prompt"]})
     differing = [r for r in rows if r["evalkit"] != r["lavis"]]
     assert len(rows) == len(lavis["captions"]) + len(lavis["answers"])
-    with lavis_constants(checkpoint.model, family):
+    with lavis_constants(checkpoint.model, family, lavis.get("eos_token_id")):
         for task_name, task in (("caption", "shapes-caption"), ("vqa", "shapes-vqa")):
             chosen = [r for r in differing if r["task"] == task_name]
             answers = _generator_answers(checkpoint, pixels, [r["prompt"] for r in chosen],
@@ -305,9 +309,11 @@ def test_vision_qformer_and_lm_outputs_match_lavis(reference):
             print(f"{family:4} {kind:16} " + "  ".join(f"{k} {v:.2e}" for k, v in deltas.items()))
     for family, row in rows.items():
         raw, fixed = row["raw"], row["lavis_constants"]
-        assert raw["vision_blocks"] < 1e-5, family  # EVA blocks: no difference at all
-        assert raw["vision"] > 1e-4, family  # cause 1: ln_vision eps 1e-5 (LAVIS) vs 1e-6 (transformers)
-        assert max(fixed.values()) < 2e-5 if family != "itm" else fixed["qformer"] < 2e-5, (family, fixed)
+        assert raw["vision_blocks"] < 1e-5, family  # EVA blocks: rounding only
+        # cause 1: ln_vision eps 1e-5 (LAVIS) vs 1e-6 (transformers' post_layernorm): 10x above rounding
+        assert raw["vision"] > 10 * fixed["vision"] and fixed["vision"] < 1e-5, (family, raw, fixed)
+        assert fixed["qformer"] < 1e-5, (family, fixed)
+        assert all(v < 1e-4 for k, v in fixed.items() if k.startswith("lm_logits")), (family, fixed)
     # cause 2: LAVIS's exact gelu in the T5 FFN (the tiny T5 has gelu_new) moves the T5 logits beyond rounding
     assert rows["t5"]["raw"]["lm_logits[a photo of]"] > 10 * rows["t5"]["lavis_constants"]["lm_logits[a photo of]"]
 
@@ -348,18 +354,38 @@ def test_retrieval_scores_match_lavis(reference):
         REPORT[name] = (int(same_shortlist.sum()), len(same_shortlist), delta)
 
 
-def test_report(reference):
-    for family in ("opt", "t5", "itm"):
-        checkpoint = reference["checkpoints"][family]
-        tokenizer = checkpoint.processor.tokenizer
-        ours = _evalkit_tensors(checkpoint.model, reference["pixels"][family], family, LOGIT_PROMPTS, tokenizer)
-        print(family, "raw", _deltas(ours, reference["lavis"][family]))
-        with lavis_constants(checkpoint.model, family):
-            fixed = _evalkit_tensors(checkpoint.model, reference["pixels"][family], family, LOGIT_PROMPTS, tokenizer)
-        print(family, "lavis constants", _deltas(fixed, reference["lavis"][family]))
-    for family in ("opt", "t5"):
-        rows = _answer_table(reference, family)
-        print(family, sum(r["evalkit"] == r["lavis"] for r in rows), "/", len(rows))
-        for row in rows:
-            if row["evalkit"] != row["lavis"]:
-                print(json.dumps(row))
+
+# The named causes of every caption / answer that differs from LAVIS's, by (family, task). Each is checked by
+# the counterfactual: evalkit's generator with LAVIS's constants and stop token gives LAVIS's answer exactly.
+CAUSES = {
+    ("opt", "caption"): "LAVIS 1.0.2's Blip2OPT stops only at the newline (eos_token_id = tokenizer('\\n')); "
+                        "the tiny OPT ends captions with </s>, so LAVIS decodes on to 30 tokens and beam search "
+                        "keeps other beams (evalkit stops at the checkpoint's EOS and the newline; the hub OPT "
+                        "checkpoints' EOS is the newline, 50118, so there they agree)",
+}
+CONSTANTS = "ln_vision eps 1e-5 and, for T5, LAVIS's exact gelu (the tiny models: 1e-6 and gelu_new)"
+
+
+@pytest.mark.parametrize("family", ["opt", "t5"])
+def test_answers_match_lavis_or_differ_by_a_named_cause(reference, family):
+    rows = _answer_table(reference, family)
+    print()
+    for task in ("caption", "vqa"):
+        chosen = [r for r in rows if r["task"] == task]
+        same = sum(r["evalkit"] == r["lavis"] for r in chosen)
+        explained = sum(r.get("evalkit_with_lavis_constants") == r["lavis"] for r in chosen if r["evalkit"] != r["lavis"])
+        print(f"{family} {task}: identical {same}/{len(chosen)}; differing {len(chosen) - same}, of which "
+              f"{explained} equal LAVIS under LAVIS's constants and stop token")
+        REPORT[(family, task)] = (same, len(chosen))
+        differing = [r for r in chosen if r["evalkit"] != r["lavis"]]
+        unexplained = [r for r in differing if r.get("evalkit_with_lavis_constants") != r["lavis"]]
+        assert not unexplained, unexplained[:3]
+        if differing and (family, task) not in CAUSES:  # only the constants may explain it, and must
+            assert all(r["evalkit_with_lavis_constants"] == r["lavis"] for r in differing)
+            print(f"  cause: {CONSTANTS}")
+        elif differing:
+            print(f"  cause: {CAUSES[(family, task)]}")
+    opt_captions = [r for r in rows if r["task"] == "caption"]
+    if family == "opt":  # the pinned cause is real: every OPT caption differs, and LAVIS's run on past </s>
+        assert all(r["evalkit"] != r["lavis"] for r in opt_captions)
+        assert sum(len(r["lavis"]) > len(r["evalkit"]) for r in opt_captions) > len(opt_captions) // 2
