@@ -12,6 +12,8 @@
 # 2. Python packages: `pip install -e '.[test]'` into the active virtual environment when evalkit,
 #    pytest, pytest-xdist, selenium, evaluate or gradio (the serve extra, part of the test extra) cannot be
 #    imported (--pip forces it, --no-pip never runs it).
+#    Then the side environment of the LAVIS parity harness (scripts/lavis_env.sh) when it is missing or
+#    stale (--no-pip skips it too; the harness test then makes it itself).
 # 3. `python -m pytest -q -n 2 --dist loadfile "$@"` (loadfile: each test file runs on one worker, so a
 #    module-scoped fixture such as tests/test_demo_models.py's demo run happens once); its exit status is
 #    this script's.
@@ -20,10 +22,11 @@ cd "$(dirname "$0")/.."
 
 apt=1
 pip=auto
+side_env=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-apt) apt=0; shift ;;
-    --no-pip) pip=0; shift ;;
+    --no-pip) pip=0; side_env=0; shift ;;
     --pip) pip=1; shift ;;
     *) break ;;
   esac
@@ -67,6 +70,12 @@ if [ "$pip" = 1 ]; then
     exit 2
   fi
   "$python" -m pip install -q -e '.[test]'
+fi
+
+# 2b. the side environment in which tests/test_lavis_reference.py runs LAVIS's own BLIP-2 code
+#     (.lavis-env: salesforce-lavis 1.0.2, transformers 4.26.1, timm 0.4.12; made once, then cached)
+if [ "$side_env" = 1 ]; then
+  scripts/lavis_env.sh
 fi
 
 # 3. the suite

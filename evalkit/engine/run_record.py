@@ -87,7 +87,16 @@ def _model_section(entry, checkpoint, directory: Path, weights: str) -> dict:
         "revision": checkpoint.revision if checkpoint else _revision(directory),
         "weights_sha256": weights,
         "num_parameters": checkpoint.num_parameters if checkpoint else None,
+        **_lavis_conversion(directory),
     }
+
+
+def _lavis_conversion(directory: Path) -> dict:
+    """A folder written by `evalkit convert lavis`: which weights came from the .pth and which from the base."""
+    from evalkit.models.lavis_convert import conversion_summary
+
+    summary = conversion_summary(directory)
+    return {"lavis_conversion": summary} if summary else {}
 
 
 def _counts_section(sample_set, predictions: dict, stats, resumed) -> dict:

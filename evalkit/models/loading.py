@@ -208,6 +208,9 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EvalkitError(f"cannot load checkpoint {entry.source}: {first_line}") from None
     check_loading_info(entry.source, loading_info)
+    from evalkit.models.lavis_convert import apply_lavis_constants
+
+    apply_lavis_constants(model, directory)  # a converted LAVIS checkpoint: ln_vision's eps (recorded in run.json)
     set_component_precision(model, entry.family, torch_device, dtype)
     if device_map:
         torch_device = next(model.vision_model.parameters()).device
