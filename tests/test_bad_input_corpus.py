@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -76,22 +78,30 @@ def test_results_below_a_file(tmp_path, capsys):
     assert_one_line_error(code, err, str(blocker / "r"), f"{blocker} above it is a file")
 
 
-def test_results_in_a_read_only_folder(tmp_path, capsys, monkeypatch):
+def test_results_in_a_read_only_folder(tmp_path, capsys):
+    """A folder the process may not write to. As root the mode bits do not stop writes, so the run goes in a child
+    process without CAP_DAC_OVERRIDE (util-linux setpriv): the kernel refuses its writes as it refuses an ordinary
+    user's, and evalkit's own check meets a real refusal."""
     read_only = tmp_path / "ro"
     read_only.mkdir()
     read_only.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anyway: simulate the refusal a read-only mount gives
-        import tempfile
-
-        def refuse(*args, **kwargs):
-            raise PermissionError(13, "Permission denied")
-
-        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     try:
-        code, _, err = run_cli([*SHAPES, "--results", str(read_only / "r")], capsys)
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            assert setpriv, "as root this test needs util-linux setpriv to drop CAP_DAC_OVERRIDE"
+            drop = [setpriv, "--bounding-set=-dac_override", "--"]
+            probe = subprocess.run([*drop, sys.executable, "-c", f"open({str(read_only / 'probe')!r}, 'w')"],
+                                   capture_output=True, text=True)
+            assert probe.returncode != 0 and "Permission denied" in probe.stderr  # the child really cannot write
+            proc = subprocess.run([*drop, sys.executable, "-m", "evalkit", *SHAPES, "--results", str(read_only / "r")],
+                                  capture_output=True, text=True, timeout=600)
+            code, err = proc.returncode, proc.stderr
+        else:
+            code, _, err = run_cli([*SHAPES, "--results", str(read_only / "r")], capsys)
     finally:
         read_only.chmod(0o755)
     assert_one_line_error(code, err, str(read_only), "cannot write", results=read_only)
+    assert not any(read_only.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
