@@ -8,11 +8,8 @@ Runs use the bundled tiny model on a handful of samples.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli, write_karpathy
+from permission_bits import permission_bits_enforced
 from evalkit.demo.bundled import MODELS_DIR
 
 SHAPES = ["run", "shapes-caption", "-m", "blip2-tiny-opt", "--limit", "2", "-q"]
@@ -79,24 +77,16 @@ def test_results_below_a_file(tmp_path, capsys):
 
 
 def test_results_in_a_read_only_folder(tmp_path, capsys):
-    """A folder the process may not write to. As root the mode bits do not stop writes, so the run goes in a child
-    process without CAP_DAC_OVERRIDE (util-linux setpriv): the kernel refuses its writes as it refuses an ordinary
-    user's, and evalkit's own check meets a real refusal."""
+    """A folder the process may not write to. Root writes through the mode bits (CAP_DAC_OVERRIDE), so the run goes
+    inside permission_bits_enforced (tests/permission_bits.py drops those capabilities): the kernel refuses the
+    writes as it refuses an ordinary user's, and evalkit's own check meets a real refusal, nothing patched."""
     read_only = tmp_path / "ro"
     read_only.mkdir()
     read_only.chmod(0o555)
     try:
-        if os.geteuid() == 0:
-            setpriv = shutil.which("setpriv")
-            assert setpriv, "as root this test needs util-linux setpriv to drop CAP_DAC_OVERRIDE"
-            drop = [setpriv, "--bounding-set=-dac_override", "--"]
-            probe = subprocess.run([*drop, sys.executable, "-c", f"open({str(read_only / 'probe')!r}, 'w')"],
-                                   capture_output=True, text=True)
-            assert probe.returncode != 0 and "Permission denied" in probe.stderr  # the child really cannot write
-            proc = subprocess.run([*drop, sys.executable, "-m", "evalkit", *SHAPES, "--results", str(read_only / "r")],
-                                  capture_output=True, text=True, timeout=600)
-            code, err = proc.returncode, proc.stderr
-        else:
+        with permission_bits_enforced():
+            with pytest.raises(PermissionError):  # the refusal is real in here
+                (read_only / "probe").write_text("x")
             code, _, err = run_cli([*SHAPES, "--results", str(read_only / "r")], capsys)
     finally:
         read_only.chmod(0o755)
