@@ -366,35 +366,8 @@ def make_standard_results(root: Path, images: bool = True) -> dict[str, Path]:
 
 
 def cli(args: Sequence[str]) -> tuple[int, str, str]:
-    """Run `evalkit report|compare ARGS` in-process the way evalkit.cli.main.main does: (exit code, stdout, stderr).
+    """Run `evalkit ARGS` in-process through the real entry point, evalkit.cli.main:main (the console script's
+    target), so its error -> exit code mapping is the one tested: (exit code, stdout, stderr)."""
+    from conftest import evalkit_cli
 
-    Builds its own Typer app with evalkit.cli.report_commands.register, so it works whether or not
-    evalkit/cli.py has wired the commands in yet.
-    """
-    import contextlib
-    import io
-
-    import typer
-
-    from evalkit.cli.report_commands import register
-    from evalkit.core.errors import EvalkitError
-
-    app = typer.Typer(add_completion=False)
-    register(app)
-
-    @app.callback()
-    def _root() -> None:  # keeps `report`/`compare` as subcommands
-        pass
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            returned = app([str(a) for a in args], standalone_mode=False)
-            code = returned if isinstance(returned, int) else 0
-        except EvalkitError as error:
-            print(f"error: {error}", file=err)
-            code = error.exit_code
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 0
-    return code, out.getvalue(), err.getvalue()
+    return evalkit_cli([str(a) for a in args])

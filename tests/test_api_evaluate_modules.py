@@ -1,4 +1,6 @@
-"""evalkit's metrics as `evaluate` modules: equal to `evalkit score` on real data, loadable with no network."""
+"""evalkit's metrics as `evaluate` modules, loadable with no network, equal to the independent references the suite
+keeps: the official VQA script's golden numbers (test_vqav2_files.py), the official COCO caption evaluation
+(pycocoevalcap's COCOEvalCap, tests/official_coco_eval.py) and LAVIS's recall loop restated in test_retrieval_recall.py."""
 
 from __future__ import annotations
 
@@ -19,8 +21,11 @@ from evalkit.metrics.evaluate_modules import MODULES, module_path  # noqa: E402
 from evalkit.metrics.evaluate_modules.coco_caption import COCOCaption  # noqa: E402
 from evalkit.metrics.evaluate_modules.retrieval_recall import RetrievalRecall  # noqa: E402
 from evalkit.metrics.evaluate_modules.vqa_accuracy import VQAAccuracy  # noqa: E402
-from evalkit.metrics.retrieval_recall import retrieval_recall  # noqa: E402
+from evalkit.metrics.caption_metrics import OFFICIAL_KEYS  # noqa: E402
 from evalkit.metrics.vqa_accuracy import VQA_METRIC_VARIANTS  # noqa: E402
+from official_coco_eval import official_coco_eval  # noqa: E402
+from test_retrieval_recall import lavis_report_metrics  # noqa: E402
+from test_vqav2_files import GOLDEN as OFFICIAL_SCRIPT_53Q  # noqa: E402
 
 VQA = FIXTURES / "vqav2_53q"
 QUESTIONS = VQA / "v2_OpenEnded_mscoco_val2014_questions_53.json"
@@ -53,14 +58,16 @@ def score_json(args: list[str], capsys) -> dict:
 
 
 @pytest.mark.parametrize("variant", VQA_METRIC_VARIANTS)
-def test_vqa_accuracy_equals_evalkit_score_on_53_real_questions(variant, no_network, capsys):
+def test_vqa_accuracy_equals_the_official_script_on_53_real_questions(variant, no_network):
+    """On these 53 real questions the official script (Python 2.7, unmodified), LAVIS and lmms-eval print the same
+    numbers: test_vqav2_files.GOLDEN."""
     annotations = json.loads(ANNOTATIONS.read_text())["annotations"]
     references = [{"answers": [a["answer"] for a in ann["answers"]], "question_type": ann["question_type"],
                    "answer_type": ann["answer_type"]} for ann in annotations]
     loaded = evaluate.load(module_path("vqa_accuracy"), variant, keep_in_memory=True)  # from the package's file
+    assert sorted(p.name for p in PREDICTION_FILES) == sorted(OFFICIAL_SCRIPT_53Q)
     for predictions_file in PREDICTION_FILES:
-        expected = score_json(["vqav2", "--questions", str(QUESTIONS), "--annotations", str(ANNOTATIONS),
-                               "--predictions", str(predictions_file), "--vqa-metric", variant], capsys)
+        expected = OFFICIAL_SCRIPT_53Q[predictions_file.name]
         answers = {p["question_id"]: p["answer"] for p in json.loads(predictions_file.read_text())}
         predictions = [answers[ann["question_id"]] for ann in annotations]
         result = loaded.compute(predictions=predictions, references=references)
@@ -82,34 +89,10 @@ def test_every_module_loads_offline_from_its_file(no_network):
         evaluate.load(module_path("vqa_accuracy"), "lavs")
 
 
-@pytest.fixture
-def caption_scorer_memo(monkeypatch):
-    """The COCO scorer, run once per distinct input: a second call with the same captions in the same order
-    (whatever the image ids) gets the first call's result. The scorer is a deterministic function of that
-    input, and METEOR's JVM costs ~10 s a start on 2 cores. Yields the list of calls: (input, was it a repeat)."""
-    from evalkit.data import coco_caption_files
-    from evalkit.metrics import caption_metrics
-    from evalkit.metrics.evaluate_modules import coco_caption
-
-    calls: list[tuple[str, bool]] = []
-    results: dict[str, object] = {}
-
-    def score_once(references, predictions, **kwargs):
-        key = json.dumps([[list(r) for r in references.values()], list(predictions.values()), kwargs],
-                         sort_keys=True, default=str)
-        calls.append((key, key in results))
-        if key not in results:
-            results[key] = caption_metrics.score_captions(references, predictions, **kwargs)
-        return results[key]
-
-    monkeypatch.setattr(coco_caption_files, "score_captions", score_once)
-    monkeypatch.setattr(coco_caption, "score_captions", score_once)
-    yield calls
-
-
 @pytest.mark.usefixtures("java")
-def test_coco_caption_equals_evalkit_score_on_karpathy_refs(tmp_path, no_network, capsys, caption_scorer_memo):
-    """200 Karpathy test images, a published model's captions (MAGIC; ../shared/data), COCO-format files."""
+def test_coco_caption_equals_the_official_evaluation_on_karpathy_refs(no_network):
+    """200 Karpathy test images, a published model's captions (MAGIC; ../shared/data), scored by pycocoevalcap's
+    COCOEvalCap on the COCO-format annotations (SPICE stood in for: it cannot run offline)."""
     with gzip.open(KARPATHY / "annotations.json.gz", "rt", encoding="utf-8") as handle:
         annotations = json.load(handle)
     with gzip.open(KARPATHY / "predictions.json.gz", "rt", encoding="utf-8") as handle:
@@ -119,19 +102,17 @@ def test_coco_caption_equals_evalkit_score_on_karpathy_refs(tmp_path, no_network
     wanted = set(ids)
     subset = {**annotations, "images": images,
               "annotations": [a for a in annotations["annotations"] if a["image_id"] in wanted]}
-    (tmp_path / "refs.json").write_text(json.dumps(subset))
-    (tmp_path / "preds.json").write_text(json.dumps([{"image_id": i, "caption": captions[i]} for i in ids]))
-    expected = score_json(["coco-caption", "--annotations", str(tmp_path / "refs.json"), "--predictions",
-                           str(tmp_path / "preds.json")], capsys)
+    official = official_coco_eval(subset, [{"image_id": i, "caption": captions[i]} for i in ids]).eval
     references = {i: [] for i in ids}
     for ann in subset["annotations"]:
         references[ann["image_id"]].append(ann["caption"])
     result = COCOCaption(keep_in_memory=True).compute(predictions=[captions[i] for i in ids],
-                                                             references=[references[i] for i in ids])
-    assert {k: result[k] for k in expected["metrics"]} == expected["metrics"]
-    assert result["n_images"] == expected["n_images"] == 200
-    assert set(result["skipped"]) == set(expected["skipped"])
-    assert [repeat for _, repeat in caption_scorer_memo] == [False, True]  # the module gave the scorer the same input
+                                                      references=[references[i] for i in ids], spice="off")
+    names = [name for name in OFFICIAL_KEYS if name != "SPICE"]
+    assert len(names) == 7 and result["n_images"] == 200 and "SPICE" in result["skipped"]
+    for name in names:
+        assert result[name] == pytest.approx(100 * official[OFFICIAL_KEYS[name]], rel=1e-12, abs=0), name
+    assert len({round(result[name], 6) for name in names}) == 7  # seven different numbers: nothing copied
 
 
 def test_retrieval_recall_equals_the_function_with_ties_and_batches():
@@ -141,13 +122,20 @@ def test_retrieval_recall_equals_the_function_with_ties_and_batches():
     t2i = rng.normal(size=(n_img * per_image, n_img))
     img2txt = [list(range(i * per_image, (i + 1) * per_image)) for i in range(n_img)]
     txt2img = [i for i in range(n_img) for _ in range(per_image)]
-    expected = retrieval_recall(i2t, t2i, img2txt, txt2img, ks=(1, 2, 5))
+    expected, _, _ = lavis_report_metrics(i2t, t2i, txt2img, img2txt)  # LAVIS's loop: R@1, 5, 10
     metric = RetrievalRecall(keep_in_memory=True)
     for start in range(0, n_img, 5):
         metric.add_batch(predictions=i2t[start:start + 5].tolist(), references=img2txt[start:start + 5])
-    assert metric.compute(t2i_scores=t2i, ks=[1, 2, 5]) == expected
+    assert metric.compute(t2i_scores=t2i) == expected
+    assert len(set(expected.values())) > 3  # the ties and the scores give different recalls
+    metric = RetrievalRecall(keep_in_memory=True)
+    metric.add_batch(predictions=i2t.tolist(), references=img2txt)
+    custom = metric.compute(t2i_scores=t2i, ks=[1, 2, 5])
+    assert {k: custom[k] for k in ("txt_r1", "txt_r5", "img_r1", "img_r5")} == \
+        {k: expected[k] for k in ("txt_r1", "txt_r5", "img_r1", "img_r5")}
+    # without t2i_scores the image queries are the transposed matrix
     assert RetrievalRecall(keep_in_memory=True).compute(predictions=i2t, references=img2txt) == \
-        retrieval_recall(i2t, i2t.T, img2txt, txt2img)
+        lavis_report_metrics(i2t, i2t.T, txt2img, img2txt)[0]
 
 
 def test_retrieval_recall_equals_a_shapes_retrieval_run(tmp_path, capsys):
@@ -161,5 +149,8 @@ def test_retrieval_recall_equals_a_shapes_retrieval_run(tmp_path, capsys):
     captions = [len(json.loads(line)["references"]) for line in lines]
     starts = np.cumsum([0] + captions)
     img2txt = [list(range(starts[i], starts[i + 1])) for i in range(len(captions))]
+    txt2img = [i for i, n in enumerate(captions) for _ in range(n)]
+    expected, _, _ = lavis_report_metrics(i2t, t2i, txt2img, img2txt)  # LAVIS's loop on the run's score matrices
     result = RetrievalRecall(keep_in_memory=True).compute(predictions=i2t, references=img2txt, t2i_scores=t2i)
-    assert result == {name: metric["value"] for name, metric in record["metrics"].items()}
+    assert result == expected
+    assert {name: metric["value"] for name, metric in record["metrics"].items()} == expected

@@ -8,7 +8,6 @@ Runs use the bundled tiny model on a handful of samples.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 import zlib
@@ -19,6 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli, write_karpathy
+from permission_bits import permission_bits_enforced
 from evalkit.demo.bundled import MODELS_DIR
 
 SHAPES = ["run", "shapes-caption", "-m", "blip2-tiny-opt", "--limit", "2", "-q"]
@@ -76,22 +76,22 @@ def test_results_below_a_file(tmp_path, capsys):
     assert_one_line_error(code, err, str(blocker / "r"), f"{blocker} above it is a file")
 
 
-def test_results_in_a_read_only_folder(tmp_path, capsys, monkeypatch):
+def test_results_in_a_read_only_folder(tmp_path, capsys):
+    """A folder the process may not write to. Root writes through the mode bits (CAP_DAC_OVERRIDE), so the run goes
+    inside permission_bits_enforced (tests/permission_bits.py drops those capabilities): the kernel refuses the
+    writes as it refuses an ordinary user's, and evalkit's own check meets a real refusal, nothing patched."""
     read_only = tmp_path / "ro"
     read_only.mkdir()
     read_only.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anyway: simulate the refusal a read-only mount gives
-        import tempfile
-
-        def refuse(*args, **kwargs):
-            raise PermissionError(13, "Permission denied")
-
-        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     try:
-        code, _, err = run_cli([*SHAPES, "--results", str(read_only / "r")], capsys)
+        with permission_bits_enforced():
+            with pytest.raises(PermissionError):  # the refusal is real in here
+                (read_only / "probe").write_text("x")
+            code, _, err = run_cli([*SHAPES, "--results", str(read_only / "r")], capsys)
     finally:
         read_only.chmod(0o755)
     assert_one_line_error(code, err, str(read_only), "cannot write", results=read_only)
+    assert not any(read_only.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

@@ -106,3 +106,4 @@ def test_sorting_on_and_off_give_the_same_answers_in_the_same_order():
                         sort_by_length=sort)
         outputs[sort] = [(p.id, p.prediction) for p in journaled]
     assert outputs[True] == outputs[False] and len(outputs[True]) == len(samples)
+    assert len({answer for _, answer in outputs[True]}) > 1, outputs[True]  # the answers differ

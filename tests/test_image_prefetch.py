@@ -123,3 +123,4 @@ def test_chat_runner_with_parallel_decoding_gives_the_serial_answers(generator):
                  decode_workers=workers)
         outputs.append(sorted(lines))
     assert outputs[0] == outputs[1] == outputs[2] and len(outputs[0]) == len(samples)
+    assert len({json.loads(line)["prediction"] for line in outputs[0]}) > 1, outputs[0]  # the answers differ

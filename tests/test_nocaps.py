@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -32,26 +33,91 @@ def _record(results: Path) -> tuple[dict, Path]:
     return json.loads(run_json.read_text()), run_json.parent
 
 
-def test_nocaps_runs_with_only_model_offline(offline, java, tiny_opt, tmp_path, capsys):
-    code, out, err = run_cli(["run", "nocaps", "-m", str(tiny_opt), "--results", str(tmp_path), *FAST], capsys)
+def _official(run_dir: Path, record: dict, references: dict[int, list[str]], image_ids) -> dict[str, float]:
+    """pycocoevalcap's COCOEvalCap on the run's official result file and the parquet's captions, on the given
+    images (each nocaps domain is evaluated on its own images, as the nocaps evaluation server does), 0-100."""
+    from official_coco_eval import official_coco_eval
+
+    results = [r for r in json.loads((run_dir / record["official_predictions_file"]).read_text())
+               if r["image_id"] in image_ids]
+    dataset = {"images": [{"id": i} for i in image_ids], "annotations": [
+        {"image_id": i, "caption": c, "id": n} for n, (i, c) in
+        enumerate((i, c) for i in image_ids for c in references[i])]}
+    scores = official_coco_eval(dataset, results).eval
+    names = {"BLEU-4": "Bleu_4", "METEOR": "METEOR", "ROUGE-L": "ROUGE_L", "CIDEr": "CIDEr"}
+    return {name: 100 * scores[key] for name, key in names.items()}
+
+
+def _parquet_references(home: Path) -> dict[int, list[str]]:
+    """image_id -> annotations_captions, read from the cached parquet files with pyarrow (not evalkit)."""
+    import pyarrow.parquet as pq
+
+    snapshot = home / "hub" / f"datasets--{HUB.repo_id.replace('/', '--')}" / "snapshots" / HUB.revision
+    references = {}
+    for file in sorted(snapshot.glob("data/validation-*.parquet")):
+        table = pq.read_table(file, columns=["image_id", "annotations_captions"]).to_pydict()
+        references.update(zip(table["image_id"], table["annotations_captions"]))
+    return references
+
+
+def _snapshot_files(home: Path) -> dict[str, str]:
+    snapshot = home / "hub" / f"datasets--{HUB.repo_id.replace('/', '--')}" / "snapshots" / HUB.revision
+    return {str(f.relative_to(snapshot)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(snapshot.glob("data/validation-*.parquet"))}
+
+
+def test_nocaps_runs_with_only_model_offline(offline, java, tmp_path, capsys):
+    """The bundled trained model (at its own 64 px) captions the replica; the metrics are recomputed by the
+    official COCO caption evaluation from the run's result file and the parquet's own captions."""
+    code, out, err = run_cli(["run", "nocaps", "-m", "blip2-tiny-opt", "--image-size", "64", "--results",
+                              str(tmp_path), *FAST], capsys)
     assert code == 0, err
     record, run_dir = _record(tmp_path)
     assert record["data"]["dataset_id"] == HUB.repo_id and record["data"]["hub_split"] == "validation"
     assert "CIDEr" in record["metrics"] and not any("/" in m for m in record["metrics"])
     assert "not labelled" in record["details"]["domains"]
     results = json.loads((run_dir / record["official_predictions_file"]).read_text())
-    assert sorted(r["image_id"] for r in results) == [0, 1, 2]
+    references = _parquet_references(offline)
+    assert sorted(r["image_id"] for r in results) == sorted(references)
+    official = _official(run_dir, record, references, sorted(references))
+    assert official["BLEU-4"] != official["ROUGE-L"] and official["ROUGE-L"] > 0
+    for name, value in official.items():
+        assert record["metrics"][name]["value"] == pytest.approx(value, abs=0.005), name
+    assert record["data"]["files"] == _snapshot_files(offline)  # each etag is the sha256 of the file read
 
 
-def test_domains_from_the_annotation_file(offline, java, tiny_opt, tmp_path, capsys):
-    domains = ["in-domain", "near-domain", "near-domain"]
+def test_domains_from_the_annotation_file(offline, java, tmp_path, capsys):
+    """Per-domain CIDEr equals COCOEvalCap run on each domain's images alone. The tiny model's captions share no
+    n-gram with these references (CIDEr 0 everywhere), so each image's first reference goes into the journal as its
+    caption and a second run re-scores it. Two images in one domain and one in the other: a one-image corpus has
+    CIDEr 0 (every n-gram's document frequency is the corpus size), so scoring a domain inside the whole corpus
+    shows."""
+    references = _parquet_references(offline)
+    ids = sorted(references)
+    assert len(ids) >= 3
+    domains = ["in-domain"] * (len(ids) - 1) + ["near-domain"]
     annotation = tmp_path / "nocaps_val_4500_captions.json"
     annotation.write_text(json.dumps({"images": [{"id": i, "file_name": f"{i:016x}.jpg", "open_images_id": f"{i:016x}",
-                                                  "domain": d} for i, d in enumerate(domains)], "annotations": []}))
-    code, out, err = run_cli(["run", "nocaps", "-m", str(tiny_opt), "--results", str(tmp_path / "r"),
-                              "--column", f"domain_file={annotation}", *FAST], capsys)
+                                                  "domain": d} for i, d in zip(ids, domains)], "annotations": []}))
+    args = ["run", "nocaps", "-m", "blip2-tiny-opt", "--image-size", "64", "--results", str(tmp_path / "r"),
+            "--column", f"domain_file={annotation}", *FAST]
+    code, out, err = run_cli(args, capsys)
     assert code == 0, err
-    record, _ = _record(tmp_path / "r")
-    assert {"CIDEr/in-domain", "CIDEr/near-domain"} <= set(record["metrics"])
-    assert record["details"]["domains"] == {"in-domain": 1, "near-domain": 2}
-    assert record["data"]["domain_file_sha256"]
+    record, run_dir = _record(tmp_path / "r")
+    assert record["details"]["domains"] == {"in-domain": len(ids) - 1, "near-domain": 1}
+    assert record["data"]["domain_file_sha256"] == hashlib.sha256(annotation.read_bytes()).hexdigest()
+    journal = run_dir / "predictions.jsonl"
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    for line in lines:
+        line["prediction"] = line["references"][0]
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    record, run_dir = _record(tmp_path / "r")
+    assert record["counts"]["generated_this_invocation"] == 0
+    for domain in ("in-domain", "near-domain"):
+        official = _official(run_dir, record, references, [i for i, d in zip(ids, domains) if d == domain])
+        assert record["metrics"][f"CIDEr/{domain}"]["value"] == pytest.approx(official["CIDEr"], abs=0.005), domain
+    assert record["metrics"]["CIDEr/in-domain"]["value"] > 0
+    overall = _official(run_dir, record, references, ids)
+    assert record["metrics"]["CIDEr"]["value"] == pytest.approx(overall["CIDEr"], abs=0.005) and overall["CIDEr"] > 0

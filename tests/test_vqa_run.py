@@ -15,6 +15,7 @@ from evalkit.demo.bundled import SHAPES_DIR
 from evalkit.core.errors import EvalkitError
 
 FAST = ["--num-beams", "2", "--max-new-tokens", "4", "-q"]
+TRAINED = "blip2-tiny-opt"  # the bundled trained demo model (evalkit/demo/models): its answers differ
 EXAMPLE = FIXTURES / "vqav2_format_example"
 
 
@@ -119,11 +120,13 @@ def test_hf_vqa_dataset(tiny_opt, tmp_path, capsys):
     assert record["runtime"]["images_encoded"] == 1
 
 
-def test_runner_encodes_each_image_once_and_batch_size_does_not_change_answers(tiny_opt, tmp_path, capsys):
+def test_runner_encodes_each_image_once_and_batch_size_does_not_change_answers(tmp_path, capsys):
+    """On the bundled trained model, whose answers differ between questions (a random model answers all alike,
+    so any batching bug would give the same answers)."""
     outputs = {}
     for batch_size in (1, 7):
         results = tmp_path / f"b{batch_size}"
-        code, _, err = run_cli(["run", "shapes-vqa", "-m", str(tiny_opt), "--limit", "20", "--batch-size",
+        code, _, err = run_cli(["run", "shapes-vqa", "-m", TRAINED, "--limit", "20", "--batch-size",
                                 str(batch_size), "--results", str(results), *FAST], capsys)
         assert code == 0, err
         record, run_dir = _record(results, "shapes-vqa")
@@ -131,10 +134,11 @@ def test_runner_encodes_each_image_once_and_batch_size_does_not_change_answers(t
         assert record["runtime"]["images_encoded"] == len({l["image"] for l in lines})
         outputs[batch_size] = {l["id"]: l["prediction"] for l in lines}
     assert outputs[1] == outputs[7] and len(outputs[1]) == 20
+    assert len(set(outputs[1].values())) > 1, outputs[1]  # the answers differ: equality means something
 
 
-def test_resume_from_a_cut_journal_ends_with_the_full_result(tiny_opt, tmp_path, capsys):
-    args = ["run", "shapes-vqa", "-m", str(tiny_opt), "--limit", "15", "--batch-size", "4", *FAST]
+def test_resume_from_a_cut_journal_ends_with_the_full_result(tmp_path, capsys):
+    args = ["run", "shapes-vqa", "-m", TRAINED, "--limit", "15", "--batch-size", "4", *FAST]
     assert run_cli(args + ["--results", str(tmp_path / "full")], capsys)[0] == 0
     full, full_dir = _record(tmp_path / "full", "shapes-vqa")
     assert run_cli(args + ["--results", str(tmp_path / "cut")], capsys)[0] == 0
@@ -151,6 +155,8 @@ def test_resume_from_a_cut_journal_ends_with_the_full_result(tiny_opt, tmp_path,
     assert (cut_dir / "predictions.jsonl").read_text().count("\n") == 15
     read = lambda d: sorted((cut_dir if d == "cut" else full_dir).joinpath("predictions.jsonl").read_text().splitlines())
     assert read("cut") == read("full")
+    answers = [json.loads(line)["prediction"] for line in read("full")]
+    assert len(set(answers)) > 1, answers  # the answers differ: a resume that re-answered wrongly would show
 
 
 def test_unprompted_captioning_generates_from_bos(tiny_opt, tiny_t5, tmp_path, capsys):
