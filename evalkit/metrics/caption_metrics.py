@@ -42,6 +42,8 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import re
 import shutil
@@ -128,6 +130,8 @@ class CaptionScores:
     n_images: int
     scale: str = "0-100"
     timings_s: dict[str, float] = field(default_factory=dict, compare=False)
+    # (PTB-tokenised references, tokenised predictions) by image id, for statistics over resamples
+    tokenized: tuple[dict, dict] | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,4 +623,4 @@ def score_captions(
         with sheet.timed("SPICE"):
             sheet.record("SPICE", *_spice_scores(java, gts, res, _stage_timeout(timeout_s, "SPICE", n)))
     sheet.timings["total"] = time.perf_counter() - start
-    return sheet.result(skipped)
+    return dataclasses.replace(sheet.result(skipped), tokenized=(gts, tok_preds))
