@@ -97,3 +97,12 @@ def test_cluster_bootstrap_resamples_images_and_widens_the_interval():
 
 def test_cluster_index_numbers_labels_in_order_of_appearance():
     assert cluster_index(["b.png", "a.png", "b.png", "c.png", "a.png"]).tolist() == [0, 1, 0, 2, 1]
+
+
+def test_verdict_mirrors_for_a_lower_is_better_metric():
+    from evalkit.metrics.bootstrap import verdict
+
+    assert verdict(-3.0, -1.0, 0.0) == "regression"
+    assert verdict(-3.0, -1.0, 0.0, higher_is_better=False) == "improvement"
+    assert verdict(0.5, 2.0, 0.0, higher_is_better=False) == "regression"
+    assert verdict(-0.5, 2.0, 0.0, higher_is_better=False) == "no significant change"

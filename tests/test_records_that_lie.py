@@ -11,9 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import evalkit_cli
+from conftest import evalkit_cli as _evalkit_cli
 
 N_BOOT = "200"
+
+
+def evalkit_cli(args) -> tuple[int, str, str]:
+    """`evalkit ARGS` through the real entry point (evalkit.cli.main.main)."""
+    return _evalkit_cli([str(a) for a in args])
 
 
 def _copy(run_dir: Path, root: Path, name: str) -> Path:

@@ -342,7 +342,7 @@ def render_comparison(result: dict, show_changed: int = 10) -> str:
     if flipped:
         items, groups = flipped["items"], flipped["clusters"]
         out.append(f"Flips ({flipped['score']}): {items['improved']} samples improved, {items['regressed']} "
-                   f"regressed, {items['tied']} unchanged (sign test p = {items['p_value']:.3g}); per "
+                   f"regressed, {items['tied']} unchanged (sign test p = {items['p_value']:.3g}); over "
                    f"{flipped['cluster']}: {groups['improved']} improved, {groups['regressed']} regressed, "
                    f"{groups['tied']} unchanged (exact sign test p = {groups['p_value']:.3g}).")
         out.append("")
