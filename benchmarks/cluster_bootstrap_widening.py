@@ -70,7 +70,7 @@ def main() -> None:
         n = sum(r["units"].values())
         g = sum(c["count"] for c in r["clusters"].values())
         print(f"| {r['metric']} | {n} | {g} | [{cl:+.2f}, {ch:+.2f}] | {ch - cl:.2f} | [{ul:+.2f}, {uh:+.2f}] | "
-              f"{uh - ul:.2f} | {(ch - cl) / (uh - ul):.2f}x |")
+              f"{uh - ul:.2f} | " + (f"{(ch - cl) / (uh - ul):.2f}x |" if uh > ul else "— |"))
     print(json.dumps({"n_boot": args.n_boot}))
 
 
