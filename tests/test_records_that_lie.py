@@ -100,7 +100,7 @@ def test_n74_a_nan_or_null_metric_is_named_not_shown(caption_pair, value, shown)
     code, out, err = evalkit_cli(["report", edited.parent.parent.parent, "--no-html", "--no-write"])
     assert code == 2, out
     (line,) = err.strip().splitlines()
-    assert f"field metrics.BLEU-4.value is {shown.lower()} (a metric must be" in line.lower()
+    assert f"field metrics.BLEU-4.value is {shown.lower()} (a metric must be" in line
     assert str(edited / "run.json") in line
     assert "| nan |" not in out
 
