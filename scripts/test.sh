@@ -6,11 +6,12 @@
 #   scripts/test.sh --no-apt --no-pip -x # use only what is installed already
 #
 # 1. System packages (Debian/Ubuntu), only for commands that are missing: Java for the COCO caption
-#    metrics (default-jre-headless), Chromium and its driver for the HTML report test (chromium,
-#    chromium-driver). apt-get runs directly as root, through sudo otherwise. The suite never skips a
-#    test for a missing tool: without them, those tests fail.
+#    metrics (default-jre-headless), Chromium and its driver for the HTML report and `evalkit serve`
+#    browser tests (chromium, chromium-driver). apt-get runs directly as root, through sudo otherwise.
+#    The suite never skips a test for a missing tool: without them, those tests fail.
 # 2. Python packages: `pip install -e '.[test]'` into the active virtual environment when evalkit,
-#    pytest, pytest-xdist, selenium or evaluate cannot be imported (--pip forces it, --no-pip never runs it).
+#    pytest, pytest-xdist, selenium, evaluate or gradio (the serve extra, part of the test extra) cannot be
+#    imported (--pip forces it, --no-pip never runs it).
 # 3. `python -m pytest -q -n 2 --dist loadfile "$@"` (loadfile: each test file runs on one worker, so a
 #    module-scoped fixture such as tests/test_demo_models.py's demo run happens once); its exit status is
 #    this script's.
@@ -57,7 +58,7 @@ fi
 
 # 2. evalkit with its test extras
 if [ "$pip" = auto ]; then
-  if "$python" -c "import evalkit, pytest, xdist, selenium, evaluate" >/dev/null 2>&1; then pip=0; else pip=1; fi
+  if "$python" -c "import evalkit, pytest, xdist, selenium, evaluate, gradio, gradio_client" >/dev/null 2>&1; then pip=0; else pip=1; fi
 fi
 if [ "$pip" = 1 ]; then
   if ! "$python" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)"; then

@@ -11,7 +11,8 @@ from evalkit.bench.random_model import read_config, shipped_configs
 from evalkit.bench.synthetic_data import write_vqa_set
 
 FIELDS = {"samples_per_s", "stages_s", "host_wait_fraction", "peak_gpu_memory_gb", "batch_size", "batch_size_used",
-          "decode_workers", "baseline_per_image_loop", "ratio_to_baseline", "num_samples"}
+          "decode_workers", "baseline_per_image_loop", "ratio_to_baseline", "num_samples", "plain_generate_loop",
+          "ratio_to_plain_generate_loop"}
 STAGES = {"decode_preprocess_worker_s", "host_wait", "vision", "generation", "scoring"}
 
 
@@ -26,6 +27,10 @@ def test_bench_tiny_runs_on_cpu_and_prints_the_json(capsys):
     assert FIELDS <= set(result) and STAGES == set(result["stages_s"])
     assert result["num_samples"] == 12 and result["peak_gpu_memory_gb"] is None
     assert result["samples_per_s"] > 0 and result["ratio_to_baseline"] > 0
+    plain = result["plain_generate_loop"]
+    assert plain["samples"] == 2 and plain["samples_per_s"] > 0 and "model.generate" in plain["what"]
+    assert result["ratio_to_plain_generate_loop"] == pytest.approx(result["samples_per_s"] / plain["samples_per_s"],
+                                                                   rel=0.02)
     assert result["protocol"] == {"num_beams": 5, "new_tokens": 10, "prompt": "Question: {question} Short answer:"}
     assert result["levers"]["batch_order"].startswith("image order")  # as `evalkit run`
 

@@ -123,12 +123,28 @@ def test_edge_cases_equal_official(edge_run):
     official, official_per_image = official_eval(refs, preds)
     assert list(scores.corpus) == METRICS
     for name in METRICS:
-        assert scores.corpus[name] == pytest.approx(100 * official[cm.OFFICIAL_KEYS[name]], rel=1e-12, abs=0), name
+        assert scores.corpus[name] == 100 * official[cm.OFFICIAL_KEYS[name]], name  # to the last digit
     assert list(scores.per_image) == list(refs)
     for i in refs:
         for name in METRICS:
-            expected = 100 * official_per_image[i][cm.OFFICIAL_KEYS[name]]
-            assert scores.per_image[i][name] == pytest.approx(expected, rel=1e-12, abs=1e-12), (i, name)
+            assert scores.per_image[i][name] == 100 * official_per_image[i][cm.OFFICIAL_KEYS[name]], (i, name)
+
+
+@needs_java
+def test_python_scorers_run_beside_meteor_in_a_child_process_with_the_same_numbers(edge_run, monkeypatch):
+    refs, preds, scores, tok_refs, tok_preds, _ = edge_run
+    gts, res = tok_refs, {i: [p] for i, p in tok_preds.items()}
+    with cm._bleu_rouge_cider_alongside(gts, res) as child:
+        found, _, child_pid = child()
+    monkeypatch.setattr(cm, "_cores", lambda: 1)  # one core: in this process, before METEOR
+    with cm._bleu_rouge_cider_alongside(gts, res) as here:
+        found_here, _, here_pid = here()
+    assert child_pid != os.getpid() and here_pid == os.getpid()
+    as_lists = lambda rows: [(metric, float(score), [float(x) for x in per_image]) for metric, score, per_image in rows]
+    assert as_lists(found) == as_lists(found_here)  # the same corpus and per-image numbers, bit for bit
+    assert {metric: 100.0 * float(score) for metric, score, _ in found} == \
+        {m: scores.corpus[m] for m in METRICS if m != "METEOR"}
+    assert len({score for _, score, _ in found}) == len(found)  # seven different metrics, not one value
 
 
 @needs_java

@@ -71,7 +71,7 @@ def test_run_writes_a_complete_record(tiny_opt, karpathy_dir, tmp_path, capsys):
     assert record["data"]["n_samples"] == 6 and record["data"]["format"] == "karpathy"
     assert record["reportable"] is False and "5000" in record["not_reportable_reasons"][0]
     assert record["provenance"]["packages"]["transformers"]
-    assert record["runtime"]["dtype"] == "float32" and record["runtime"]["samples_per_second"] > 0
+    assert record["runtime"]["dtype"] == "float32" and record["runtime"]["generation_samples_per_second"] > 0
     predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 6 and all(p["prompt"] == "a photo of" and len(p["references"]) == 5
                                          for p in predictions)

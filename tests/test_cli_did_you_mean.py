@@ -29,3 +29,10 @@ def test_usage_message_with_the_closest_name_and_exit_2(args, hint, capsys):
 def test_unknown_option_without_a_close_name_still_gets_usage(capsys):
     code, _, err = run_cli(["run", "shapes-vqa", "--xyzzy"], capsys)
     assert code == 2 and "No such option: --xyzzy" in err and "Usage: evalkit run" in err
+
+
+def test_a_mistyped_option_gets_only_the_closest_name(capsys):
+    """`--limt` is one letter from --limit; --split and --wait are further: only --limit is suggested."""
+    code, _, err = run_cli(["run", "shapes-vqa", "--limt", "3"], capsys)
+    assert code == 2 and "No such option: --limt (did you mean: --limit?)" in err
+    assert "--split" not in err and "--wait" not in err

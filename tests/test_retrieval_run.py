@@ -130,7 +130,8 @@ def test_cached_image_features_are_reused_only_on_the_images_they_were_computed_
     killed_before_journaling()
     shutil.copy(images[1], images[0])  # another picture under the same name
     code, _, err = run_cli(args, capsys)
-    assert code == 2 and images[0].name in err and "image_feats.pt" in err and "--overwrite" in err
+    # refused by the first cache that holds it: the final scores (retrieval_scores.pt), else the features
+    assert code == 2 and images[0].name in err and "retrieval_scores.pt" in err and "--overwrite" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (run_dir / "run.json").exists()
     code, _, err = run_cli(args + ["--overwrite"], capsys)

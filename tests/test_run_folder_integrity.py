@@ -45,10 +45,13 @@ def test_changed_images_are_refused_by_name_and_unchanged_ones_resume(tmp_path, 
     record, run_dir = _record(tmp_path / "r")
     assert record["data"]["images"]["count"] == 11 and len(record["data"]["images"]["sha256"]) == 64
 
-    # the same bytes in another folder, or touched: resumed, nothing generated again
+    # the same bytes in another folder, or touched: the complete run is not redone (its recorded result), and
+    # --rescore resumes every prediction, nothing generated again
     os.utime(first / "images" / IMAGE_3, ns=(1, 1))
     for root in (same, first):
         code, _, err = run_cli(base + [str(root)], capsys)
+        assert code == 0 and "already complete" in err, err
+        code, _, err = run_cli(base + [str(root), "--rescore"], capsys)
         assert code == 0, err
         again, _ = _record(tmp_path / "r")
         assert again["counts"]["generated_this_invocation"] == 0 and again["metrics"] == record["metrics"]

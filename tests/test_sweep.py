@@ -21,14 +21,19 @@ def test_sweep_runs_every_cell_in_its_own_resumable_run(tmp_path, capsys, java):
     for header in ("accuracy", "BLEU-4", "CIDEr"):
         assert header in out
 
-    # the single run of a cell lands in the same folder and resumes every prediction
+    # the single run of a cell lands in the same folder: complete, so its recorded result (nothing run again)
+    (run_json,) = (tmp_path / "results" / "blip2-tiny-t5" / "shapes-vqa").glob("*/run.json")
+    recorded = json.loads(run_json.read_text())
     code, out, err = run_cli(["run", "shapes-vqa", "--model", "blip2-tiny-t5", "--limit", "12", "-q",
                               "--results", results, "--json"], capsys)
     assert code == 0, err
     record = json.loads(out)
-    assert record["counts"]["resumed_from_journal"] == 12
-    (run_json,) = (tmp_path / "results" / "blip2-tiny-t5" / "shapes-vqa").glob("*/run.json")
-    assert json.loads(run_json.read_text())["run_id"] == record["run_id"]
+    assert record == recorded and "already complete" in err
+    # --rescore scores that folder's journal again: every prediction resumed, none generated
+    code, out, err = run_cli(["run", "shapes-vqa", "--model", "blip2-tiny-t5", "--limit", "12", "-q",
+                              "--results", results, "--json", "--rescore"], capsys)
+    rescored = json.loads(out)
+    assert code == 0 and rescored["counts"]["resumed_from_journal"] == 12 and rescored["run_id"] == record["run_id"]
 
 
 def test_a_failed_cell_does_not_stop_the_others(tmp_path, capsys):

@@ -221,8 +221,10 @@ def bar_chart(title: str, categories: list[str], series: list[tuple[str, list[fl
     if y_label:
         parts.append(f'<text x="10" y="{top + height / 2}" class="tick" transform="rotate(-90 10 {top + height / 2})" '
                      f'text-anchor="middle">{esc(y_label)}</text>')
+    # the groups are centred in the plot area (a long title or legend widens the chart beyond them)
+    start = left + max(0.0, (width - 10 - left - max(1, len(categories)) * group_w) / 2)
     for c, category in enumerate(categories):
-        x0 = left + c * group_w + gap / 2
+        x0 = start + c * group_w + gap / 2
         for s, (name, vs) in enumerate(series):
             value = vs[c] if c < len(vs) else None
             if value is None:
@@ -334,6 +336,15 @@ def _missing_images_note(run: RunInfo, items: list[dict], thumbs: Thumbnails) ->
     return f'<p class="warn">{esc(text)}</p>'
 
 
+def _subtitle(report: Report, table: str) -> str:
+    """What the page holds and how to read a cell; the Δ is explained only when a cell shows one (under its
+    score, beside the published reference: there is no Δ column)."""
+    text = f"{len(report.runs)} runs below {report.results_dir} · scores on the 0-100 scale"
+    if 'class="ref"' in table:
+        text += " · under a score with a published reference: ref value [source] · Δ = run − reference"
+    return text
+
+
 def build_html(report: Report, gallery_size: int = 30, thumb_px: int = 96) -> str:
     """The whole page as one string."""
     thumbs = Thumbnails(thumb_px)
@@ -375,9 +386,10 @@ def build_html(report: Report, gallery_size: int = 30, thumb_px: int = 96) -> st
                 f'<div class="gallery">{rendered}</div></div>')
         sections.append(f'<section class="task"><h2>{esc(column.name)} <span class="muted">({esc(column.kind)})'
                         f'</span></h2>{"".join(run_blocks)}</section>')
+    table = table_html(report)
     page = (PAGE.replace("{{TITLE}}", esc(f"evalkit report · {report.results_dir}"))
-            .replace("{{SUBTITLE}}", esc(f"{len(report.runs)} runs below {report.results_dir}"))
-            .replace("{{TABLE}}", table_html(report))
+            .replace("{{SUBTITLE}}", esc(_subtitle(report, table)))
+            .replace("{{TABLE}}", table)
             .replace("{{FOOTNOTES}}", notes)
             .replace("{{PLOTS}}", "".join(f'<figure>{p}</figure>' for p in plots) or '<p class="muted">no plots</p>')
             .replace("{{DEFAULT_K}}", str(min(10, gallery_size)))
@@ -435,7 +447,7 @@ ul.flips { font-size: 13px; color: #444; margin: 2px 0 8px; }
 </head>
 <body>
 <h1>{{TITLE}}</h1>
-<div class="muted">{{SUBTITLE}} · scores on the 0-100 scale · Δ = run − reference</div>
+<div class="muted">{{SUBTITLE}}</div>
 <h2>Leaderboard</h2>
 {{TABLE}}
 <ul class="notes">{{FOOTNOTES}}</ul>

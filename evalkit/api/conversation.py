@@ -54,7 +54,20 @@ class Conversation:
         self.turns.append(turn)
         return turn
 
+    def resume(self, history: list[tuple[str, str]]) -> None:
+        """Carry on a conversation held elsewhere (a web page's): its earlier (question, answer) turns."""
+        self.history[:] = [(str(q), str(a)) for q, a in history]
+        self.turns.clear()
+
     def reset(self) -> None:
         """Start again: no earlier turns in the next prompt."""
         self.history.clear()
         self.turns.clear()
+
+
+def dropped_notice(turn: ChatTurn, dropped_before: int) -> str | None:
+    """The line that says more of the oldest turns left the prompt than before this turn, or None."""
+    if turn.dropped_turns <= dropped_before:
+        return None
+    oldest = "the oldest turn is" if turn.dropped_turns == 1 else f"the oldest {turn.dropped_turns} turns are"
+    return f"(the context is full: {oldest} left out of the prompt, {turn.kept_turns} kept)"

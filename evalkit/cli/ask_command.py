@@ -11,8 +11,8 @@ from rich.table import Table
 from evalkit.cli.caption_command import answer_cell, notice, out, print_summary, show_progress, write_jsonl
 from evalkit.cli.model_options import (BATCH_SIZE, DEVICE, DTYPE, IMAGE_SIZE, JSONL, LENGTH_PENALTY,
                                         MAX_NEW_TOKENS, MIN_NEW_TOKENS, MODEL, NUM_BEAMS, PROMPT_VARIANT, QUIET,
-                                        REPETITION_PENALTY, SKIP_BAD_IMAGES, URL_TIMEOUT, load_model,
-                                        protocol_overrides)
+                                        REPETITION_PENALTY, SAMPLE, SEED, SKIP_BAD_IMAGES, TEMPERATURE, TOP_P,
+                                        URL_TIMEOUT, load_model, protocol_overrides)
 from evalkit.core.errors import EvalkitError
 
 
@@ -29,6 +29,10 @@ def ask(
     min_new_tokens: Optional[int] = MIN_NEW_TOKENS,
     length_penalty: Optional[float] = LENGTH_PENALTY,
     repetition_penalty: Optional[float] = REPETITION_PENALTY,
+    sample: bool = SAMPLE,
+    temperature: Optional[float] = TEMPERATURE,
+    top_p: Optional[float] = TOP_P,
+    seed: Optional[int] = SEED,
     image_size: Optional[int] = IMAGE_SIZE,
     dtype: Optional[str] = DTYPE,
     device: str = DEVICE,
@@ -40,7 +44,8 @@ def ask(
 ) -> None:
     """Answer questions about images with the `vqav2` protocol (prompt and question preprocessing per family)."""
     flags = protocol_overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                      length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size)
+                      length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size,
+                      do_sample=sample, temperature=temperature, top_p=top_p, seed=seed)
     common = dict(prompt=prompt, prompt_variant=prompt_variant, skip_bad_images=skip_bad_images,
                   progress=show_progress(quiet), **flags)
     inputs, asked, one_each = _inputs_and_questions(image, questions, questions_file, url_timeout,

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from evalkit.cli.model_options import (BATCH_SIZE, DEVICE, DTYPE, IMAGE_SIZE, JSONL, LENGTH_PENALTY,
                                         MAX_NEW_TOKENS, MIN_NEW_TOKENS, MODEL, NUM_BEAMS, PROMPT_VARIANT, QUIET,
-                                        REPETITION_PENALTY, SKIP_BAD_IMAGES, URL_TIMEOUT, load_model,
-                                        protocol_overrides)
+                                        REPETITION_PENALTY, SAMPLE, SEED, SKIP_BAD_IMAGES, TEMPERATURE, TOP_P,
+                                        URL_TIMEOUT, load_model, protocol_overrides)
 
 out = Console()
 err = Console(stderr=True)
@@ -65,6 +65,10 @@ def caption(
     min_new_tokens: Optional[int] = MIN_NEW_TOKENS,
     length_penalty: Optional[float] = LENGTH_PENALTY,
     repetition_penalty: Optional[float] = REPETITION_PENALTY,
+    sample: bool = SAMPLE,
+    temperature: Optional[float] = TEMPERATURE,
+    top_p: Optional[float] = TOP_P,
+    seed: Optional[int] = SEED,
     image_size: Optional[int] = IMAGE_SIZE,
     dtype: Optional[str] = DTYPE,
     device: str = DEVICE,
@@ -78,7 +82,8 @@ def caption(
     from evalkit.api.image_inputs import resolve_images
 
     flags = protocol_overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                      length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size)
+                      length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size,
+                      do_sample=sample, temperature=temperature, top_p=top_p, seed=seed)
     inputs = resolve_images(images, notice, url_timeout, skip_bad_images)  # bad input fails before the model loads
     loaded = load_model(model, "caption", device, dtype, batch_size)
     records = loaded.caption(inputs, prompt, prompt_variant=prompt_variant, skip_bad_images=skip_bad_images,

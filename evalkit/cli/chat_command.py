@@ -17,7 +17,8 @@ import typer
 from evalkit.cli.caption_command import write_jsonl
 from evalkit.cli.model_options import (DEVICE, DTYPE, IMAGE_SIZE, JSONL, LENGTH_PENALTY, MAX_NEW_TOKENS,
                                         MIN_NEW_TOKENS, MODEL, NUM_BEAMS, PROMPT_VARIANT, REPETITION_PENALTY,
-                                        URL_TIMEOUT, load_model, protocol_overrides)
+                                        SAMPLE, SEED, TEMPERATURE, TOP_P, URL_TIMEOUT, load_model,
+                                        protocol_overrides)
 from evalkit.core.errors import EvalkitError
 
 COMMANDS = {"/reset": "forget the conversation so far", "/quit": "leave"}
@@ -34,6 +35,10 @@ def chat(
     min_new_tokens: Optional[int] = MIN_NEW_TOKENS,
     length_penalty: Optional[float] = LENGTH_PENALTY,
     repetition_penalty: Optional[float] = REPETITION_PENALTY,
+    sample: bool = SAMPLE,
+    temperature: Optional[float] = TEMPERATURE,
+    top_p: Optional[float] = TOP_P,
+    seed: Optional[int] = SEED,
     image_size: Optional[int] = IMAGE_SIZE,
     dtype: Optional[str] = DTYPE,
     device: str = DEVICE,
@@ -42,7 +47,8 @@ def chat(
 ) -> None:
     """Chat about an image: earlier turns stay in the prompt; /reset starts again, /quit ends."""
     flags = protocol_overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                      length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size)
+                      length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size,
+                      do_sample=sample, temperature=temperature, top_p=top_p, seed=seed)
     turns = _script_lines(script) if script is not None else None
     conversation = _start_conversation(image, model, device, dtype, url_timeout,
                                        prompt=prompt, prompt_variant=prompt_variant, **flags)
@@ -102,15 +108,16 @@ def _converse(conversation, lines: Iterable[str], interactive: bool, records: li
 
 def _ask(conversation, text: str, dropped: int):
     """The turn answering ``text``, with a notice when more old turns no longer fit; None after an error."""
+    from evalkit.api.conversation import dropped_notice
+
     try:
         turn = conversation.ask(text)
     except EvalkitError as error:  # a too-long question ends the turn, not the conversation
         _say(f"error: {error}")
         return None
-    if turn.dropped_turns > dropped:
-        oldest = ("the oldest turn is" if turn.dropped_turns == 1
-                  else f"the oldest {turn.dropped_turns} turns are")
-        _say(f"(the context is full: {oldest} left out of the prompt, {turn.kept_turns} kept)")
+    notice = dropped_notice(turn, dropped)
+    if notice:
+        _say(notice)
     return turn
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 
@@ -15,6 +17,11 @@ from evalkit.core.errors import EvalkitError, closest_names
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Paper-grade, batched, resumable evaluation of BLIP-2 vision-language models.")
 err_console = Console(stderr=True)
+
+# typer labels a plain flag `<bool>` in help, as if it took a value; a flag takes none, so it gets no type label
+# (typer has no setting for this; hand-written because the label comes from this one method)
+_type_label = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda option, ctx: None if option.is_flag else _type_label(option, ctx)
 
 
 def main() -> None:
@@ -53,7 +60,8 @@ def _add_closest_name(err: Exception) -> None:
     if not isinstance(message, str):
         return
     if getattr(err, "possibilities", None) and getattr(err, "option_name", None):  # click found close options
-        err.message = f"{message} (did you mean: {', '.join(err.possibilities)}?)"
+        closest = difflib.get_close_matches(err.option_name, list(err.possibilities), n=1, cutoff=0.0)
+        err.message = f"{message} (did you mean: {closest[0]}?)"  # the closest only, not click's every near miss
         err.possibilities = None
         return
     unknown = re.match(r"No such command '(.+?)'\.", message)
@@ -67,10 +75,10 @@ def _add_closest_name(err: Exception) -> None:
 def _register_commands() -> None:
     from evalkit.cli import ask_command, caption_command, chat_command, demo_command, list_commands, \
         report_commands, run_command, score_commands
-    from evalkit.cli import bench_command
+    from evalkit.cli import bench_command, serve_command
 
     for module in (run_command, demo_command, list_commands, score_commands, report_commands, caption_command,
-                   ask_command, chat_command, bench_command):
+                   ask_command, chat_command, bench_command, serve_command):
         module.register(app)
 
 

@@ -22,6 +22,11 @@ MIN_NEW_TOKENS = typer.Option(None, help="fewest new tokens")
 LENGTH_PENALTY = typer.Option(None, help="beam length penalty")
 REPETITION_PENALTY = typer.Option(None, help="repetition penalty")
 IMAGE_SIZE = typer.Option(None, help="image size in px (default: the checkpoint's processor)")
+SAMPLE = typer.Option(False, "--sample", help="nucleus sampling instead of beam search (with --temperature, --top-p, "
+                                              "--seed)")
+TEMPERATURE = typer.Option(None, help="sampling temperature (with --sample; default 1)")
+TOP_P = typer.Option(None, help="nucleus sampling top-p (with --sample; default 1)")
+SEED = typer.Option(None, help="sampling seed (with --sample; default 0): the same seed draws the same answer")
 JSONL = typer.Option(None, "--jsonl", help="also write one JSON record per answer to this file")
 SKIP_BAD_IMAGES = typer.Option(False, help="record an undecodable image as failed and go on")
 URL_TIMEOUT = typer.Option(30.0, help="seconds to fetch each http(s) image")
@@ -46,8 +51,14 @@ def load_model(model: Optional[str], use: str, device: str, dtype: Optional[str]
 
 
 def protocol_overrides(**flags) -> dict:
-    """The protocol fields set on the command line (None = not set), checked for sign."""
+    """The protocol fields set on the command line (None = not set), checked for sign; ``do_sample`` False is
+    the protocol's default (beam search), so it is left out."""
     overrides = {key: value for key, value in flags.items() if value is not None}
+    if overrides.get("do_sample") is False:
+        del overrides["do_sample"]
+    sampling_only = [key for key in ("temperature", "top_p", "seed") if key in overrides]
+    if sampling_only and not overrides.get("do_sample"):
+        raise EvalkitError(f"--{sampling_only[0].replace('_', '-')} applies to sampling only: add --sample")
     for key in ("num_beams", "max_new_tokens", "image_size"):
         if key in overrides and overrides[key] < 1:
             raise EvalkitError(f"--{key.replace('_', '-')} must be positive (got {overrides[key]})")

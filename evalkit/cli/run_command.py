@@ -64,6 +64,8 @@ def run(
     results: Path = typer.Option(Path("results"), "--results", help="results folder"),
     run_id: Optional[str] = typer.Option(None, help="run folder name (default: derived from the inputs)"),
     overwrite: bool = typer.Option(False, help="discard an existing journal for this run and start again"),
+    rescore: bool = typer.Option(False, "--rescore", help="score a complete run again from its journal (nothing "
+                                                          "generated) instead of returning its recorded result"),
     wait: bool = typer.Option(False, "--wait", help="wait for a run holding the run folder instead of refusing"),
     device_map: Optional[str] = typer.Option(None, "--device-map",
                                              help="auto: spread a model too large for one device (accelerate)"),
@@ -104,7 +106,7 @@ def checked_run_options(flags: dict) -> tuple:
                          columns=_parse_columns(flag.column), limit=flag.limit, batch_size=batch_size,
                          device=flag.device, overrides=overrides, prompt_variant=flag.prompt_variant,
                          protocol_name=flag.protocol, vqa_metric=flag.vqa_metric, results_dir=flag.results,
-                         run_id=flag.run_id, overwrite=flag.overwrite, wait=flag.wait, device_map=flag.device_map,
+                         run_id=flag.run_id, overwrite=flag.overwrite, rescore=flag.rescore, wait=flag.wait, device_map=flag.device_map,
                          skip_bad_images=flag.skip_bad_images, attn_implementation=flag.attn_implementation,
                          kv_cache=flag.kv_cache, image_pipeline=flag.image_pipeline,
                          include_paths=tuple(flag.include_path), export_scores=flag.scores,
@@ -126,6 +128,8 @@ def run_and_print_task(options, json_out: bool) -> None:
     from evalkit.engine.evaluate import run_task
 
     outcome = run_task(options)
+    if outcome.reused:
+        print_reused(outcome.run_dir)
     if json_out:
         print(json.dumps(outcome.record, indent=2))
         return
@@ -211,6 +215,13 @@ def check_results_folder(results: Path) -> None:
     except OSError as err:
         raise EvalkitError(f"--results {results}: cannot write in {existing} ({err.strerror or type(err).__name__})") \
             from None
+
+
+def print_reused(run_dir: Path) -> None:
+    """The one line saying a complete run was not run again (on stderr, so --json stays clean)."""
+    Console(stderr=True).print(f"{run_dir}: already complete with these inputs; its recorded result (nothing "
+                               "generated or scored again; --rescore re-scores, --overwrite runs again)",
+                               highlight=False, soft_wrap=True)
 
 
 def print_run_summary(record: dict, run_dir: Path) -> None:

@@ -9,6 +9,11 @@ class EvalkitError(Exception):
     exit_code = 2
 
 
+class NotDownloadedError(EvalkitError):
+    """Something a run needs (a dataset, a model) is neither here nor downloadable now; the message says the
+    command that downloads it."""
+
+
 class NotComparableError(EvalkitError):
     """Two runs cannot be compared; ``differences`` name each run.json field that differs."""
 

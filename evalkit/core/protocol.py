@@ -17,6 +17,8 @@ from evalkit.core.errors import EvalkitError
 
 
 QUESTION_PREPROCESSING = ("", "lavis-blip-question")  # see evalkit/data/lavis_text.py
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "seed": 0}
+SAMPLING_FIELDS = ("do_sample", *SAMPLING_DEFAULTS)
 
 
 class _ProtocolFields:
@@ -71,6 +73,20 @@ class GenerationProtocol(_ProtocolFields):
     chat: bool = False
     chat_turn: str = "Question: {question} Answer: {answer}."
     max_context_tokens: int = 512
+    # nucleus sampling instead of beam search (the BLIP-2 demo's other decoding method); the seed makes it
+    # repeatable. Recorded (and fingerprinted) only when sampling, so beam-search fingerprints stay as they were.
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The protocol as plain JSON-able data (the sampling fields only when ``do_sample``)."""
+        data = dataclasses.asdict(self)
+        if not self.do_sample:
+            for name in SAMPLING_FIELDS:
+                del data[name]
+        return data
 
     def __post_init__(self) -> None:
         # checked here, not only in the CLI: the Python API and task files build protocols too (num_beams=-3 would
@@ -85,6 +101,11 @@ class GenerationProtocol(_ProtocolFields):
         if self.question_preprocess not in QUESTION_PREPROCESSING:
             raise EvalkitError(f"unknown question_preprocess {self.question_preprocess!r} "
                                f"(known: {', '.join(repr(q) for q in QUESTION_PREPROCESSING)})")
+        if not self.do_sample and any(getattr(self, name) != default for name, default in SAMPLING_DEFAULTS.items()):
+            raise EvalkitError("temperature, top_p and seed apply to sampling only (set do_sample)")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise EvalkitError(f"sampling needs temperature > 0 and 0 < top_p <= 1 (got {self.temperature:g}, "
+                               f"{self.top_p:g})")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ class RunOptions:
     results_dir: Path = Path("results")
     run_id: str | None = None
     overwrite: bool = False
+    rescore: bool = False  # score a complete run again (nothing generated) instead of returning its recorded result
     wait: bool = False  # wait for another process holding the run folder instead of refusing
     device_map: str | None = None  # accelerate's device map ("auto"): a model larger than one device
     attn_implementation: str | None = None  # transformers' attention kernels (None: its default, sdpa)

@@ -32,7 +32,7 @@ from typing import Iterator, Mapping, Sequence
 
 from PIL import Image
 
-from evalkit.core.errors import EvalkitError
+from evalkit.core.errors import EvalkitError, NotDownloadedError
 from evalkit.core.progress import progress_bar
 from evalkit.core.sample_set import file_sha256
 from evalkit.data.hub_snapshot import check_complete, matching_files, unverified_blobs, verify_blobs
@@ -160,7 +160,7 @@ def resolve_files(source: HubSource, split: str, role: str = "") -> HubFiles:
                                                      cache_dir=hub_cache_dir(), local_files_only=local_only)
     except Exception as err:  # noqa: BLE001 - offline, unreachable, unknown repo/revision: all one line
         if type(err).__name__ != "IncompleteSnapshotError" or not getattr(err, "snapshot_path", None):
-            raise EvalkitError(not_cached_message(source.repo_id, source.revision, _reason(err))) from None
+            raise NotDownloadedError(not_cached_message(source.repo_id, source.revision, _reason(err))) from None
         snapshot = err.snapshot_path  # the listing names what is missing: check_complete says which, below
     finally:
         if not was_disabled and not _show_progress():

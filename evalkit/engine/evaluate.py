@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evalkit.core.errors import EvalkitError
+from evalkit.core.errors import EvalkitError, NotDownloadedError
 from evalkit.core.protocol import sha256_of
 from evalkit.core.registry import get_task
 from evalkit.core.run_options import RunOptions
@@ -31,10 +31,12 @@ from evalkit.models.loading import check_image_size, checkpoint_directory, dtype
 
 @dataclass
 class RunOutcome:
-    """Where the run landed and its record."""
+    """Where the run landed and its record; ``reused`` when the run was already complete (its recorded result,
+    nothing generated or scored again)."""
 
     run_dir: Path
     record: dict
+    reused: bool = False
 
 
 def resolve_protocol(task: TaskSpec, family: str, options: RunOptions):
@@ -96,11 +98,47 @@ def run_task(options: RunOptions) -> RunOutcome:
     distributed.init_process_group(prepared.ranks)
     # one process per run folder, from the journal to run.json; of a data-parallel run, rank 0 holds it
     with journal.locked(wait=options.wait) if prepared.ranks.is_main else contextlib.nullcontext():
+        if prepared.ranks.world == 1:
+            recorded = None if options.rescore else recorded_result(prepared, journal)
+            if recorded is not None:
+                return RunOutcome(prepared.run_dir, recorded, reused=True)
         record = run_in_locked_folder(prepared, journal)
     distributed.barrier(prepared.ranks)  # the other ranks wait for run.json
     if record is None:  # a data-parallel rank other than 0 returns rank 0's record
         record = json.loads((prepared.run_dir / RUN_FILE).read_text(encoding="utf-8"))
     return RunOutcome(prepared.run_dir, record)
+
+
+def recorded_result(prepared: PreparedRun, journal: PredictionJournal) -> dict | None:
+    """The run's recorded result when it is complete and its inputs are unchanged, else None (run it).
+
+    Complete: run.json exists, was written under this run's journal header (task version, model weights,
+    protocol, dtype, data, sample ids) and scoring choices, every sample has a successful prediction (failed ones
+    are retried), and the images are the ones recorded (the journal's ledger re-checks each image, refusing one
+    whose bytes changed, and its digest equals run.json's ``data.images``)."""
+    path = prepared.run_dir / RUN_FILE
+    if not path.is_file() or not journal.header_path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a damaged record is rewritten by running
+    if record.get("journal_header") != prepared.header or record.get("scoring") != scoring_choices(prepared.options):
+        return None
+    if prepared.task.compare_with and "run_id" not in (record.get("comparison") or {}):
+        return None  # recorded before its sibling run existed: scored again, now beside it
+    done = open_journal(prepared, journal)  # refuses a changed header or image, as a resume does
+    samples = prepared.sample_set.samples
+    if any(s.id not in done or done[s.id].status != "ok" for s in samples):
+        return None
+    if record.get("data", {}).get("images") != journal.image_identity(samples):
+        return None
+    return record
+
+
+def scoring_choices(options: RunOptions) -> dict:
+    """The options that change a run's scores or files but not its predictions (so not its journal header)."""
+    return {"vqa_metric": options.vqa_metric, "export_scores": options.export_scores}
 
 
 def prepare_run(options: RunOptions) -> PreparedRun:
@@ -110,11 +148,10 @@ def prepare_run(options: RunOptions) -> PreparedRun:
     entry = resolve_model(options.model)
     ranks = checked_ranks(task, entry)
     protocol, overrides = resolve_protocol(task, entry.family, options)
-    sample_set = load_task_data(task, options)
+    sample_set, directory = data_and_checkpoint(task, entry, options)
     device_arg = distributed.rank_device(options.device, ranks)
     device = pick_device(device_arg)
     dtype = pick_dtype(entry.family, device, protocol.dtype)
-    directory = checkpoint_directory(entry.source)
     check_image_size(directory, protocol.image_size)
     weights = weights_sha256(directory)
     header = journal_header(task, entry, protocol, sample_set, weights, dtype_name(dtype), options.image_pipeline)
@@ -122,6 +159,20 @@ def prepare_run(options: RunOptions) -> PreparedRun:
     run_dir = Path(options.results_dir) / safe_name(entry.name) / task.name / run_id
     return PreparedRun(options, started, ranks, task, entry, protocol, overrides, sample_set, device_arg, device,
                        dtype, directory, weights, header, run_id, run_dir)
+
+
+def data_and_checkpoint(task: TaskSpec, entry: ModelEntry, options: RunOptions) -> tuple[SampleSet, Path]:
+    """The run's samples and the checkpoint's folder; when neither is here, one error names both downloads."""
+    try:
+        sample_set = load_task_data(task, options)
+    except NotDownloadedError as data_missing:
+        try:
+            checkpoint_directory(entry.source)
+        except NotDownloadedError as model_missing:
+            raise NotDownloadedError(f"neither the data nor the model of this run is here. 1) {data_missing} "
+                                     f"2) {model_missing}") from None
+        raise
+    return sample_set, checkpoint_directory(entry.source)
 
 
 def checked_ranks(task: TaskSpec, entry: ModelEntry) -> distributed.Ranks:
@@ -187,6 +238,7 @@ def score_and_record(prepared: PreparedRun, job: RunJob, journal: PredictionJour
                           wall_seconds=time.time() - prepared.started,
                           extra={"official_predictions_file": official_file.name} if official_file else None)
     record["data"]["images"] = journal.image_identity(sample_set.samples)
+    record["scoring"] = scoring_choices(prepared.options)
     record_data_parallel(record, prepared.ranks.world, rank_counts)
     if task.compare_with and scores.metrics:
         record["comparison"] = compare_with_sibling(Path(prepared.options.results_dir) / safe_name(prepared.entry.name),

@@ -125,7 +125,11 @@ def _runtime_section(*, stats, device, dtype, checkpoint, options, image_size, w
         "batch_size_requested": options.batch_size or "default",
         "wall_seconds": round(wall_seconds, 3),
         "generation_seconds": round(gen_seconds, 3),
-        "samples_per_second": round(generated / gen_seconds, 3) if gen_seconds else None,
+        # samples generated in this invocation per second of the generation loop (model time, image decode
+        # overlapped) and per second of the whole run (data, model load, generation, scoring, record)
+        "generation_samples_per_second": round(generated / gen_seconds, 3) if gen_seconds else None,
+        "wall_samples_per_second": round(generated / wall_seconds, 3) if generated and wall_seconds else None,
+        "cpu_threads": cpu_threads(device),
         "images_encoded": stats.images_encoded if stats else 0,
         "oom_retries": stats.oom_retries if stats else 0,
         "decode_workers": stats.decode_workers if stats else 0,
@@ -135,6 +139,15 @@ def _runtime_section(*, stats, device, dtype, checkpoint, options, image_size, w
         "kv_cache": resolve_kv_cache(getattr(options, "kv_cache", "auto"), device),
         "beam_length_normalisation": beam_length_normalisation(),
     }
+
+
+def cpu_threads(device) -> dict | None:
+    """On CPU, how torch threads and decode workers shared the cores (see evalkit.inference.cpu_threads)."""
+    if str(device) != "cpu":
+        return None
+    from evalkit.inference.cpu_threads import current_budget
+
+    return current_budget().to_json()
 
 
 def _image_pipeline(options) -> str:

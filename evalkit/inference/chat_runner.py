@@ -14,6 +14,7 @@ from evalkit.core.scores import RunStats
 from evalkit.data.images import ImageSource
 from evalkit.data.lavis_text import preprocess_question
 from evalkit.inference.generation_runner import Append, Progress, finish_batch, render_prompt
+from evalkit.inference.cpu_threads import torch_threads_for
 from evalkit.inference.image_prefetch import ImagePrefetcher, default_workers
 from evalkit.models.blip2_generation import Blip2Generator
 
@@ -51,9 +52,10 @@ def run_chat(generator: Blip2Generator, samples: Sequence[Sample], images: Image
     context = min(protocol.max_context_tokens, generator.max_positions or protocol.max_context_tokens)
     budget = context - generator.num_query_tokens - protocol.max_new_tokens
     groups = [keys[start:start + batch_size] for start in range(0, len(keys), batch_size)]
-    stats.decode_workers = decode_workers or default_workers()
-    with ImagePrefetcher(images, groups, generator.image_pipeline.worker, stats.decode_workers,
-                         skip_bad_images) as prefetch:
+    stats.decode_workers = decode_workers or default_workers(generator.device)
+    with torch_threads_for(generator.device), \
+            ImagePrefetcher(images, groups, generator.image_pipeline.worker, stats.decode_workers,
+                            skip_bad_images) as prefetch:
         for index, group in enumerate(groups):
             loaded, bad = prefetch.take(index)
             finish_batch(*_run_group(generator, conversations, group, loaded, bad, protocol, budget, stats),

@@ -17,6 +17,7 @@ from evalkit.core.protocol import GenerationProtocol
 from evalkit.core.samples import Prediction, Sample
 from evalkit.core.scores import RunStats
 from evalkit.inference.batch_plan import plan_windows
+from evalkit.inference.cpu_threads import torch_threads_for
 from evalkit.inference.image_prefetch import ImagePrefetcher, StageTimes, default_workers
 
 Progress = Callable[[int], None]  # called with the number of samples just finished
@@ -66,10 +67,11 @@ def run_single_turn(generator: Blip2Generator, samples: Sequence[Sample], images
     prompts = {s.id: render_prompt(protocol, s.question) for s in samples}
     lengths = prompt_lengths(generator, prompts, protocol) if sort_by_length else {}
     windows = plan_windows(samples, batch_size, lambda s: lengths.get(s.id, 0))
-    workers = stats.decode_workers = decode_workers or default_workers()
+    workers = stats.decode_workers = decode_workers or default_workers(generator.device)
     pipeline = generator.image_pipeline
-    with ImagePrefetcher(images, [w.image_keys for w in windows], pipeline.worker, workers, skip_bad_images,
-                         times) as prefetch:
+    with torch_threads_for(generator.device), \
+            ImagePrefetcher(images, [w.image_keys for w in windows], pipeline.worker, workers, skip_bad_images,
+                            times) as prefetch:
         for index, window in enumerate(windows):
             loaded, bad = prefetch.take(index)
             started = time.perf_counter()

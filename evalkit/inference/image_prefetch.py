@@ -11,7 +11,6 @@ raises the same one-line error when that batch is reached (``skip_bad=False``), 
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,28 +21,17 @@ from PIL import Image
 
 from evalkit.core.errors import EvalkitError
 from evalkit.data.images import BadImageError, ImageSource
+from evalkit.inference.cpu_threads import current_budget, gpu_workers
 
 Preprocess = Callable[[Image.Image], torch.Tensor]  # one image -> pixel values [3, size, size]
-WORKERS_ENV = "EVALKIT_DECODE_WORKERS"
-MAX_AUTO_WORKERS = 8
 
 
-def default_workers() -> int:
-    """Decode workers: ``EVALKIT_DECODE_WORKERS`` when set, else the cores this process may use (at most 8)."""
-    value = os.environ.get(WORKERS_ENV)
-    if value:
-        try:
-            workers = int(value)
-        except ValueError:
-            raise EvalkitError(f"{WORKERS_ENV}={value!r} is not a whole number") from None
-        if workers < 1:
-            raise EvalkitError(f"{WORKERS_ENV} must be at least 1, not {workers}")
-        return workers
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_AUTO_WORKERS))
+def default_workers(device: torch.device | str | None = None) -> int:
+    """Decode workers: on CPU, their share of the budget with torch's threads (``cpu_threads``); beside a GPU,
+    ``EVALKIT_DECODE_WORKERS`` when set, else the cores this process may use (at most 8)."""
+    if device is not None and torch.device(device).type == "cpu":
+        return current_budget().decode_workers
+    return gpu_workers()
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from evalkit.core.errors import EvalkitError
+from evalkit.core.protocol import sha256_of
 from evalkit.core.progress import progress_bar
 from evalkit.core.scores import RunStats
 from evalkit.data.images import image_record, record_unchanged
@@ -23,6 +24,7 @@ from evalkit.models.image_preprocessing import to_device
 
 IMAGE_FEATS_FILE = "image_feats.pt"
 TEXT_FEATS_FILE = "text_feats.pt"
+SCORES_CACHE_FILE = "retrieval_scores.pt"  # the final (ITM re-ranked) score matrices, tied to the images read
 
 
 def rank_images_and_texts(retriever, sample_set, texts: list[str], protocol, run_dir: Path, batch_size: int,
@@ -72,7 +74,25 @@ def rank_images_and_texts(retriever, sample_set, texts: list[str], protocol, run
     times["itm_rerank"] = time.perf_counter() - reranking
     stats.generation_seconds = time.perf_counter() - started
     stats.generated = len(sample_set.samples)
+    records = records if vision is not None else [image_record(s.image) or {"image": s.image}
+                                                  for s in sample_set.samples]
+    _save(Path(run_dir) / SCORES_CACHE_FILE, {"i2t": i2t, "t2i": t2i, "images": records, "texts": sha256_of(texts),
+                                               "k": k})
     return i2t, t2i, stats
+
+
+def cached_scores(run_dir: Path, samples, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (image x text, text x image) scores a finished ranking of this run folder cached, if computed from these
+    samples' images as they are now and these texts; None when there are none; a one-line EvalkitError naming an
+    image that changed (the run folder's protocol, model and data are its journal header's)."""
+    path = Path(run_dir) / SCORES_CACHE_FILE
+    if not path.exists():
+        return None
+    cached = torch.load(path)
+    if not isinstance(cached, dict) or cached.get("texts") != sha256_of(texts) or \
+            not _same_images(path, samples, cached.get("images")):
+        return None
+    return cached["i2t"], cached["t2i"]
 
 
 def cached_image_feats(path: Path, samples) -> torch.Tensor | None:
@@ -82,8 +102,14 @@ def cached_image_feats(path: Path, samples) -> torch.Tensor | None:
         return None
     cached = torch.load(path)
     records = cached.get("images") if isinstance(cached, dict) else None
+    return cached["image_feats"] if _same_images(path, samples, records) else None
+
+
+def _same_images(path: Path, samples, records: list[dict] | None) -> bool:
+    """Whether ``records`` (one per sample) describe these samples' images; False when they do not record them,
+    a one-line EvalkitError naming an image that changed or is gone."""
     if records is None or len(records) != len(samples):
-        return None
+        return False
     for sample, recorded in zip(samples, records):
         key = sample.image
         if recorded.get("sha256") is None or record_unchanged(key, recorded):
@@ -96,7 +122,7 @@ def cached_image_feats(path: Path, samples) -> torch.Tensor | None:
             raise EvalkitError(f"{path}: image {key} changed since its features were cached (sha256 "
                                f"{recorded['sha256'][:12]} -> {now['sha256'][:12]}); pass --overwrite to start "
                                "again, or another --run-id")
-    return cached["image_feats"]
+    return True
 
 
 def _embed_images(retriever, sample_set, batch_size: int, show: bool, skip_bad: bool, stats: RunStats,
@@ -108,7 +134,7 @@ def _embed_images(retriever, sample_set, batch_size: int, show: bool, skip_bad: 
     batches = [keys[start:start + batch_size] for start in range(0, len(keys), batch_size)]
     worker = lambda image: retriever.pixel_values([image])[0]  # per image: the same bits as a batch
     prefetch_times = StageTimes()
-    stats.decode_workers = default_workers()
+    stats.decode_workers = default_workers(retriever.device)
     store = None
     with progress_bar("images", total=len(keys), enabled=show) as advance, \
             ImagePrefetcher(sample_set.images, batches, worker, stats.decode_workers, skip_bad,

@@ -67,18 +67,26 @@ class RetrievalKind(TaskKind):
 
     def run(self, job: RunJob) -> RunOutput:
         """Embed, rank and journal the top captions of each image; the score matrices go to the scorer."""
-        from evalkit.inference.retrieval_runner import rank_images_and_texts
+        from evalkit.core.scores import RunStats
+        from evalkit.inference.cpu_threads import torch_threads_for
+        from evalkit.inference.retrieval_runner import cached_scores, rank_images_and_texts
         from evalkit.metrics.retrieval_recall import per_query_ranks
-        from evalkit.models.blip2_retrieval import Blip2Retriever
 
         texts, txt2img, img2txt = retrieval_texts(job.sample_set, job.protocol)
-        checkpoint = job.load_checkpoint()
-        retriever = Blip2Retriever(checkpoint, job.protocol.image_size, job.protocol.max_text_tokens)
         options = job.options
-        fixed = options.batch_size if isinstance(options.batch_size, int) else None  # auto: the default size
-        batch_size = fixed or (64 if checkpoint.device.type == "cuda" else 16)
-        i2t, t2i, stats = rank_images_and_texts(retriever, job.sample_set, texts, job.protocol, job.run_dir,
-                                                batch_size, options.show_progress, options.skip_bad_images)
+        cached = cached_scores(job.run_dir, job.sample_set.samples, texts)
+        if cached is not None:  # resumed or re-scored: the ranking this folder already made, no model loaded
+            (i2t, t2i), checkpoint, stats = cached, None, RunStats()
+        else:
+            from evalkit.models.blip2_retrieval import Blip2Retriever
+
+            checkpoint = job.load_checkpoint()
+            retriever = Blip2Retriever(checkpoint, job.protocol.image_size, job.protocol.max_text_tokens)
+            fixed = options.batch_size if isinstance(options.batch_size, int) else None  # auto: the default size
+            batch_size = fixed or (64 if checkpoint.device.type == "cuda" else 16)
+            with torch_threads_for(checkpoint.device):
+                i2t, t2i, stats = rank_images_and_texts(retriever, job.sample_set, texts, job.protocol, job.run_dir,
+                                                        batch_size, options.show_progress, options.skip_bad_images)
         i2t_np, t2i_np = i2t.numpy(), t2i.numpy()
         if options.export_scores:
             np.save(Path(job.run_dir) / SCORES_FILE, i2t_np)

@@ -99,6 +99,8 @@ class Blip2Generator:
             inputs["input_ids"] = input_ids
         kwargs = self.generation_kwargs(protocol)
         kwargs["min_new_tokens"] = self.min_new_tokens(protocol, encoded["attention_mask"].sum(dim=1).tolist())
+        if protocol.do_sample:  # the same seed draws the same tokens for the same batch
+            torch.manual_seed(protocol.seed)
         output = self.model.language_model.generate(**inputs, **kwargs)
         if self.decoder_only:  # decoder-only models return image tokens + prompt + answer
             output = output[:, input_ids.shape[1]:]
@@ -124,7 +126,7 @@ class Blip2Generator:
     def generation_kwargs(self, protocol: GenerationProtocol) -> dict:
         """Decoding settings for `generate`: max/min *new* tokens, never max_length."""
         kwargs = {
-            "do_sample": False,
+            "do_sample": protocol.do_sample,
             "num_beams": protocol.num_beams,
             "max_new_tokens": protocol.max_new_tokens,
             "min_new_tokens": protocol.min_new_tokens,
@@ -132,6 +134,9 @@ class Blip2Generator:
             "repetition_penalty": protocol.repetition_penalty,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
+        if protocol.do_sample:
+            # as LAVIS's use_nucleus_sampling: top_p and temperature, transformers' other defaults (top_k 50)
+            kwargs.update(temperature=protocol.temperature, top_p=protocol.top_p)
         if self.kv_cache != "dynamic":
             kwargs["cache_implementation"] = self.kv_cache
         if protocol.stop_at_newline and self.decoder_only:

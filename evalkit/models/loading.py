@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from evalkit.core.errors import EvalkitError
+from evalkit.core.errors import EvalkitError, NotDownloadedError
 from evalkit.core.sample_set import file_sha256
 from evalkit.models.catalog import GPU_DTYPE_BY_FAMILY, GPU_VISION_DTYPE_BY_FAMILY, ModelEntry
 
@@ -121,13 +122,26 @@ def checkpoint_directory(source: str) -> Path:
         return Path(snapshot_download(source, local_files_only=True))
     except Exception:  # noqa: BLE001 - any hub failure means "not available offline"
         pass
+    if not looks_like_hub_id(source):
+        raise EvalkitError(f"checkpoint folder {source} does not exist (a hub id is ORG/NAME)")
     try:
         return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
     except Exception as err:  # noqa: BLE001
-        raise EvalkitError(
-            f"cannot get checkpoint {source!r}: not in the Hugging Face cache and the hub is unreachable "
-            f"({type(err).__name__}); download it where there is network, or pass a local directory"
-        ) from None
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        reason = "HF_HUB_OFFLINE is set" if offline else f"the hub cannot be reached: {type(err).__name__}"
+        raise NotDownloadedError(model_not_here_message(source, reason)) from None
+
+
+def looks_like_hub_id(source: str) -> bool:
+    """ORG/NAME, as the hub spells repository ids (not a relative or absolute folder path)."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", source) is not None and not source.startswith(".")
+
+
+def model_not_here_message(source: str, reason: str) -> str:
+    """The one line for a hub checkpoint that is neither in the cache nor downloadable now: how to get it."""
+    return (f"model {source} is not in the Hugging Face cache and could not be downloaded ({reason}): download it "
+            f"once with `hf download {source}` (`huggingface-cli download` before huggingface_hub 1.0) and run with "
+            "HF_HUB_OFFLINE=1, or pass a local checkpoint folder")
 
 
 def check_image_size(directory: Path, image_size: int | None) -> None:
