@@ -70,13 +70,25 @@ def _only_known(what: str, names, known) -> None:
                        "of date with evalkit's output")
 
 
-def _metric_entries(template: dict, metrics: dict[str, float], n: int) -> dict[str, dict]:
-    """Entries shaped like the real ones: {"value", "n"}; any other real field must be taught to make_runs."""
+METRIC_FIELDS = {"value", "n", "std_error", "std_error_method", "higher_is_better"}
+
+
+def _metric_entries(template: dict, metrics: dict[str, float], n: int, kind: str, sample_scores: dict,
+                    predictions: list[dict]) -> dict[str, dict]:
+    """Entries shaped like the real ones (value, n, and the kind's standard error and direction, clustered by
+    each prediction's image); any other real field must be taught to make_runs."""
+    from evalkit.kinds import kind_named
+
     entry_keys = {key for entry in template["metrics"].values() for key in entry}
     _only_known("metric names", metrics, template["metrics"])
-    if entry_keys != {"value", "n"}:
-        raise KeyError(f"real metric entries have the fields {sorted(entry_keys)}; make_runs writes value and n")
-    return {name: {"value": float(value), "n": n} for name, value in metrics.items()}
+    if entry_keys != METRIC_FIELDS:
+        raise KeyError(f"real metric entries have the fields {sorted(entry_keys)}; make_runs writes "
+                       f"{sorted(METRIC_FIELDS)}")
+    task_kind = kind_named(kind)
+    clusters = {task_kind.sample_score_prefix + p["id"]: p.get("image") or p["id"] for p in predictions}
+    errors = task_kind.standard_errors(metrics, sample_scores, clusters)
+    return {name: {"value": float(value), "n": n, **errors[name], "higher_is_better": task_kind.higher_is_better(name)}
+            for name, value in metrics.items()}
 
 
 def write_run(results: Path, model: str, task: str, *, predictions: list[dict], sample_scores: dict[str, dict],
@@ -106,7 +118,7 @@ def write_run(results: Path, model: str, task: str, *, predictions: list[dict], 
         "protocol": protocol, "protocol_fingerprint": fingerprint, "overrides": overrides,
         "data.format": "synthetic", "data.source": "synthetic", "data.split": split, "data.n_total": len(ids),
         "data.n_samples": len(ids), "data.annotations_sha256": sha(data),
-        "metrics": _metric_entries(template, metrics, len(ids)), "details": details,
+        "metrics": _metric_entries(template, metrics, len(ids), kind, sample_scores, predictions), "details": details,
         "reportable": reportable, "not_reportable_reasons": list(reasons),
         "counts.samples": len(ids), "counts.empty_predictions": 0, "counts.failed": 0,
         "counts.resumed_from_journal": 0, "counts.generated_this_invocation": len(ids),
@@ -148,9 +160,11 @@ def _task_and_protocol(task: str, family: str, overrides: dict, template: dict,
     try:
         spec = get_task(task)
     except EvalkitError:
+        from evalkit.core.protocol import sha256_of
+
         _only_known("protocol overrides", overrides, template["protocol"])
         protocol = {**template["protocol"], **overrides}
-        return {**template["task"], "name": task}, protocol, sha(protocol)
+        return {**template["task"], "name": task}, protocol, sha256_of(protocol)  # as evalkit fingerprints
     task_record = spec.to_record()
     assert task_record["kind"] == template["task"]["kind"] and set(task_record) == set(template["task"]), task_record
     chosen = spec.protocol_for(family, protocol_name).with_overrides(overrides)
@@ -219,7 +233,11 @@ def caption_run(results: Path, model: str, captions: dict[str, str], references:
                 task: str = "coco-caption", images: dict[str, str] | None = None,
                 metrics_override: dict[str, float] | None = None, **kwargs) -> Path:
     corpus, per = caption_scores(references, captions)
-    corpus.update(metrics_override or {})
+    for name, value in (metrics_override or {}).items():
+        if name in ("CIDEr", "ROUGE-L"):  # these are the mean of the per-image scores: keep the record consistent
+            for scores in per.values():
+                scores[name] += value - corpus[name]
+        corpus[name] = value
     preds = [{"id": i, "prompt": "a photo of", "prediction": captions[i], "references": references[i],
               "status": "ok", "image": (images or {}).get(i, f"missing/{i}.jpg")} for i in references]
     return write_run(results, model, task, predictions=preds, sample_scores=per, metrics=corpus, **kwargs)

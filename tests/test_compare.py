@@ -308,3 +308,36 @@ def test_wired_cli_propagates_exit_codes(vqa_pair):
         "`evalkit compare` printed a regression but the process exited "
         f"{proc.returncode}: evalkit.cli.main.main must exit with the code app(standalone_mode=False) returns "
         "(typer.Exit(code) is returned, not raised, in non-standalone mode)\n" + proc.stdout[-500:] + proc.stderr)
+
+
+def test_vqa_bootstrap_resamples_images_and_keeps_the_question_interval_as_secondary(tmp_path):
+    """40 images x 5 questions; the candidate gets every question about images 0-9 wrong. Per image the change is
+    -100 (10 images) or 0 (30): the bootstrap SE of a mean of 40 such images is 100*sqrt(.25*.75/40) = 6.85,
+    while treating the 200 questions as independent gives 100*sqrt(.25*.75/200) = 3.06 (closed forms)."""
+    from scipy.stats import binomtest
+
+    gold, types, questions = _gold(200)
+    ids = list(gold)
+    images = {i: f"images/img{k // 5}.png" for k, i in enumerate(ids)}
+    base = vqa_run(tmp_path, "a", answers_with_accuracy(gold, 200), gold, answer_types=types, images=images,
+                   run_id="a")
+    cand = vqa_run(tmp_path, "b", {i: ("wrong" if k < 50 else gold[i][0]) for k, i in enumerate(ids)}, gold,
+                   answer_types=types, images=images, run_id="b")
+    code, out, err = cli(["compare", base, cand, "--n-boot", "2000", "--json"])
+    assert code == 1, err
+    result = json.loads(out)
+    assert result["clusters"] == {"questions": {"by": "images", "count": 40}}
+    row = next(m for m in result["metrics"] if m["metric"] == "accuracy")
+    assert row["resampled"] == "images" and row["unit"] == "questions"
+    assert row["std_error"] == pytest.approx(100 * (0.25 * 0.75 / 40) ** 0.5, rel=0.12)
+    assert row["unclustered_ci"]["std_error"] == pytest.approx(100 * (0.25 * 0.75 / 200) ** 0.5, rel=0.12)
+    assert row["ci_high"] - row["ci_low"] > 1.7 * (row["unclustered_ci"]["ci_high"] - row["unclustered_ci"]["ci_low"])
+    flips = result["flips"]
+    assert flips["regressed"] == ids[:50] and flips["improved"] == []
+    assert flips["items"] == {"improved": 0, "regressed": 50, "tied": 150,
+                              "p_value": pytest.approx(binomtest(0, 50, 0.5).pvalue)}
+    assert flips["clusters"] == {"improved": 0, "regressed": 10, "tied": 30,
+                                 "p_value": pytest.approx(binomtest(0, 10, 0.5).pvalue)}
+    code, out, _ = cli(["compare", base, cand, "--n-boot", "300"])
+    assert "200 questions resampled as 40 images (clusters)" in out
+    assert "Secondary, questions resampled one by one" in out and "over images: 0 improved, 10 regressed" in out

@@ -33,6 +33,11 @@ def _md_rows(markdown: str) -> list[list[str]]:
     return rows
 
 
+def _no_se(cell: str) -> str:
+    """A cell without its ``± standard error`` (tested on its own in test_cells_show_the_recorded_standard_error)."""
+    return re.sub(r" ± \d+\.\d\d", "", cell)
+
+
 def _md_header(markdown: str) -> list[str]:
     line = next(line for line in markdown.splitlines() if line.startswith("| model"))
     return [c.strip() for c in line.strip().strip("|").split(" | ")]
@@ -48,7 +53,7 @@ def test_markdown_table_cells_references_and_marks(standard):
                       "retrieval-coco r_mean"]
     rows = _md_rows(out)
     assert [r[0] for r in rows] == ["blip2-flan-t5-xl", "blip2-flan-t5-xl", "blip2-opt-2.7b-coco"]
-    t5, t5_answer, opt = (dict(zip(header, r)) for r in rows)
+    t5, t5_answer, opt = ({k: _no_se(v) for k, v in zip(header, r)} for r in rows)
     # paper Table 2: blip2-flan-t5-xl VQAv2 val 63.1
     assert re.fullmatch(r"65\.00 \(ref 63\.10 \[\d\], Δ \+1\.90\)", t5["vqav2 accuracy"])
     # paper Table 3: blip2-opt-2.7b-coco COCO Karpathy test BLEU-4 43.7, CIDEr 145.8
@@ -71,6 +76,24 @@ def test_markdown_table_cells_references_and_marks(standard):
     assert (results / "LEADERBOARD.md").read_text() == out
 
 
+def test_cells_show_the_recorded_standard_error(standard):
+    """± is one standard error: 13 of 20 questions right (one image each), so sd(0/100 scores) / sqrt(20); the
+    caption run's BLEU-4 (a corpus metric without a closed form in the synthetic record) shows no ±."""
+    import statistics
+
+    results, _ = standard
+    code, out, err = cli(["report", results, "--no-html", "--no-write"])
+    assert code == 0, err
+    t5 = dict(zip(_md_header(out), _md_rows(out)[0]))
+    expected = statistics.stdev([100.0] * 13 + [0.0] * 7) / 20 ** 0.5
+    assert t5["vqav2 accuracy"].startswith(f"65.00 ± {expected:.2f} (ref 63.10")
+    assert "±" not in t5["coco-caption BLEU-4"]
+    cells = json.loads(cli(["report", results, "--json", "--no-html", "--no-write"])[1])["cells"]
+    (cell,) = [c for c in cells if c["model"] == "blip2-flan-t5-xl" and c["metric"] == "accuracy" and
+               not c["overrides"]]
+    assert cell["std_error"] == pytest.approx(expected)
+
+
 def test_report_of_real_runs_shows_their_recorded_values(real_runs, tmp_path):
     """Over records `evalkit run` wrote this session: one cell per recorded metric, each its run.json value."""
     results = tmp_path / "results"
@@ -91,7 +114,9 @@ def test_report_of_real_runs_shows_their_recorded_values(real_runs, tmp_path):
     assert sorted(rows) == sorted({r["model"]["name"] for r in records})
     for record in records:
         cell = rows[record["model"]["name"]][f"{record['task']['name']} {record['headline_metric']}"]
-        assert cell == f"{record['metrics'][record['headline_metric']]['value']:.2f} †"
+        entry = record["metrics"][record["headline_metric"]]
+        shown = f"{entry['value']:.2f}" + (f" ± {entry['std_error']:.2f}" if entry["std_error"] is not None else "")
+        assert cell == f"{shown} †"
 
 
 def test_synthetic_runs_break_when_the_real_record_schema_moves(real_runs, tmp_path):
@@ -120,7 +145,7 @@ def test_latest_run_id_and_all_runs(standard):
     assert [r[0] for r in _md_rows(out)].count("blip2-opt-2.7b-coco") == 2  # the older vqav2 run gets a row
     _, out, _ = cli(["report", results, "--no-html", "--no-write", "--run-id", "vqa-opt-old"])
     rows = {r[0]: dict(zip(_md_header(out), r)) for r in _md_rows(out)}
-    assert rows["blip2-opt-2.7b-coco"]["vqav2 accuracy"] == "25.00"
+    assert _no_se(rows["blip2-opt-2.7b-coco"]["vqav2 accuracy"]) == "25.00"
     code, _, err = cli(["report", results, "--no-html", "--no-write", "--run-id", "nope"])
     assert code == 2 and "no run with id 'nope'" in err
 
@@ -209,7 +234,7 @@ def test_an_unreadable_run_is_skipped_with_a_warning(tmp_path):
     (in_progress / "journal.json").write_text("{}")
     code, out, err = cli(["report", tmp_path, "--no-html", "--no-write"])
     assert code == 0 and "skipped" in err and "broken" in err
-    assert "50.00 (ref 53.50" in out  # paper Table 2, blip2-opt-2.7b VQAv2 val
+    assert "50.00 (ref 53.50" in _no_se(out)  # paper Table 2, blip2-opt-2.7b VQAv2 val
 
 
 def test_hub_id_model_names_match_references(tmp_path):
@@ -217,7 +242,7 @@ def test_hub_id_model_names_match_references(tmp_path):
     vqa_run(tmp_path, "Salesforce--blip2-opt-6.7b", answers_with_accuracy(gold, 5), gold, run_id="hub",
             source="Salesforce/blip2-opt-6.7b")
     _, out, _ = cli(["report", tmp_path, "--no-html", "--no-write"])
-    assert "50.00 (ref 54.30" in out
+    assert "50.00 (ref 54.30" in _no_se(out)
     # a local checkpoint folder with an unrelated name never matches
     vqa_run(tmp_path, "my-finetune", answers_with_accuracy(gold, 5), gold, run_id="local", source="/ckpt/my-finetune")
     _, out, _ = cli(["report", tmp_path, "--no-html", "--no-write"])
@@ -228,7 +253,7 @@ def test_retrieval_references(tmp_path):
     retrieval_run(tmp_path, "blip2-itm-vit-g-coco", [0] * 9 + [3], [0] * 7 + [2] * 3, task="retrieval-flickr30k",
                   run_id="f30k")
     _, out, _ = cli(["report", tmp_path, "--no-html", "--no-write"])
-    row = dict(zip(_md_header(out), _md_rows(out)[0]))
+    row = {k: _no_se(v) for k, v in zip(_md_header(out), _md_rows(out)[0])}
     assert row["retrieval-flickr30k txt_r1"].startswith("90.00 (ref 97.60")
     assert "Δ -7.60" in row["retrieval-flickr30k txt_r1"]
     assert row["retrieval-flickr30k img_r1"].startswith("70.00 (ref 89.70")
@@ -328,9 +353,30 @@ def test_a_run_without_metrics_shows_n_a(tmp_path):
               metrics={}, run_id="testdev", split="test-dev", data="test-dev")
     code, out, _ = cli(["report", tmp_path, "--no-html", "--no-write"])
     assert code == 0
-    rows = [dict(zip(_md_header(out), r)) for r in _md_rows(out)]
+    rows = [{k: _no_se(v) for k, v in zip(_md_header(out), r)} for r in _md_rows(out)]
     assert [r["vqav2 protocol"].split(" · ")[0] for r in rows] == ["test-dev", "val"]
     assert rows[0]["vqav2 accuracy"] == "n/a" and rows[1]["vqav2 accuracy"].startswith("50.00 (ref 53.50")
     assert "n/a: runs without metrics" in out
     code, _, _ = cli(["report", tmp_path, "--no-write", "--html", tmp_path / "p.html"])
     assert code == 0
+
+
+def test_gallery_shows_flips_with_the_exact_sign_test(standard, tmp_path):
+    """blip2-opt-2.7b-coco answers 9 of the 20 VQA questions right, blip2-flan-t5-xl 13 (the same first ones, one
+    image per question): against the OPT run, the T5 run is better on 4 questions and worse on none, so the
+    sign test's p is 2 / 2**4 (scipy's binomtest, computed here); each such sample is marked ▲."""
+    from scipy.stats import binomtest
+
+    results, _ = standard
+    page = tmp_path / "page.html"
+    code, _, err = cli(["report", results, "--html", page, "--no-write", "--gallery-size", "30"])
+    assert code == 0, err
+    text = page.read_text()
+    opt_block = text.split('data-run="vqa-opt"')[1].split('<div class="run"')[0]
+    (summary,) = [line for line in re.findall(r"<li>(.*?)</li>", opt_block) if "run vqa-t5 vs" in line]
+    p = binomtest(4, 4, 0.5).pvalue
+    assert "4 samples better, 0 worse" in summary and f"4 better, 0 worse, exact sign test p = {p:.3g}" in summary
+    assert opt_block.count('data-flip="better">▲ blip2-flan-t5-xl') == 4 + 2  # vqa-t5: 4; vqa-t5-answer (11): 2
+    assert 'data-flip="worse"' not in opt_block
+    t5_block = text.split('data-run="vqa-t5"')[1].split('<div class="run"')[0]
+    assert 'data-flip="worse">▼ blip2-opt-2.7b-coco' in t5_block

@@ -10,12 +10,22 @@ evalkit.metrics.bootstrap) and a verdict with a tolerance ``tol`` (absolute poin
 
 Resampling units and statistics belong to the task kind (``TaskKind.paired_statistics``): images
 for captioning (corpus CIDEr and BLEU re-scored on each resample; METEOR, ROUGE-L and SPICE as
-per-image means), questions for VQA, and for retrieval the image queries (txt_r*) and the text
-queries (img_r*), drawn independently in each resample.
+per-image means), questions for VQA resampled by image (the questions about one image are one
+cluster, ``TaskKind.cluster_key``; the question-level interval is kept as a labelled secondary
+line), and for retrieval the image queries (txt_r*) and the text queries (img_r*), drawn
+independently in each resample.
+
+Beside the bootstrap, an exact paired test: the sign test on flips (samples, and clusters of samples,
+whose per-sample score went up or down; evalkit.metrics.paired_tests), with the flipped sample ids.
+
+Before any number is shown both records are checked (evalkit.analysis.record_check) and the kind's
+exact re-scoring of each run must equal its run.json; a record that disagrees with itself is one line
+naming the file and field, exit 2. Runs made under different torch/transformers versions or precision
+settings get a warning line (``strict_env``: not comparable).
 
 Exit codes (for CI): 0 no regression, 1 at least one metric regressed, 2 the runs are not
 comparable (different task, data, sample ids, scorer or protocol; ``allow_protocol_change`` lets
-a deliberate protocol change through).
+a deliberate protocol change through; with ``strict_env`` a different environment) or a record lies.
 """
 
 from __future__ import annotations
@@ -26,6 +36,9 @@ from typing import Iterable
 from evalkit.core.errors import EvalkitError, NotComparableError
 from evalkit.kinds import kind_named
 from evalkit.metrics.bootstrap import Interval, paired_bootstrap, verdict
+from evalkit.metrics.paired_tests import flips
+from evalkit.analysis.environment import environment_differences
+from evalkit.analysis.record_check import check_record, check_rescored
 from evalkit.analysis.reference_numbers import like_for_like_differences, references_for_run, run_model_names
 from evalkit.analysis.results_index import RunInfo
 from evalkit.core.protocol import overrides_text
@@ -46,10 +59,14 @@ def _short(value, n: int = 16) -> str:
     return text if len(text) <= n else text[:n - 4] + "…"
 
 
-def comparability(base: RunInfo, cand: RunInfo, allow_protocol_change: bool = False) -> tuple[list[dict], list[str]]:
+def comparability(base: RunInfo, cand: RunInfo, allow_protocol_change: bool = False,
+                  strict_env: bool = False) -> tuple[list[dict], list[str]]:
     """(blocking differences, notes). Each difference names the run.json field that differs."""
     blocking: list[dict] = []
     notes: list[str] = []
+    for env in environment_differences(base.record, cand.record):
+        if strict_env:
+            blocking.append({**env, "why": "different environment (--strict-env)"})
     bh, ch = base.record.get("journal_header") or {}, cand.record.get("journal_header") or {}
 
     def differ(field: str, a, b, why: str) -> None:
@@ -86,8 +103,6 @@ def comparability(base: RunInfo, cand: RunInfo, allow_protocol_change: bool = Fa
         differ("metrics", bool(base.metrics), bool(cand.metrics), "a run without metrics (a split without answers)")
     if base.path.resolve() == cand.path.resolve():
         notes.append("baseline and candidate are the same run folder")
-    if bh.get("dtype") and ch.get("dtype") and bh.get("dtype") != ch.get("dtype"):
-        notes.append(f"dtypes differ ({bh.get('dtype')} vs {ch.get('dtype')})")
     if bh.get("weights_sha256") and bh.get("weights_sha256") == ch.get("weights_sha256"):
         notes.append("same model weights in both runs")
     for label, run in (("baseline", base), ("candidate", cand)):
@@ -107,6 +122,29 @@ def not_comparable_message(blocking: list[dict]) -> str:
     parts = [f"{d['field']} differs ({_short(d['baseline'])} vs {_short(d['candidate'])}: {d['why']})"
              for d in blocking]
     return "runs are not comparable: " + "; ".join(parts)
+
+
+def sample_flips(base: RunInfo, cand: RunInfo) -> dict:
+    """Samples whose per-sample score (the kind's ``sample_value``, higher is better) went up or down, counted
+    per sample and per cluster (the kind's ``cluster_key``), each with the exact sign test's p-value."""
+    kind = base.task_kind
+    scores_b, scores_c = base.sample_scores(), cand.sample_scores()
+    preds_b = base.predictions()
+    differences, clusters = {}, {}
+    for sample_id, line in preds_b.items():
+        b, c = kind.sample_value(sample_id, scores_b), kind.sample_value(sample_id, scores_c)
+        if b is None or c is None:
+            continue
+        differences[sample_id] = c - b
+        clusters[sample_id] = line.get(kind.cluster_key) or f"sample:{sample_id}"
+    counted = flips(differences, clusters)
+    eps = 1e-9
+    return {"score": kind.sample_score, "cluster": kind.cluster_label, "items": counted["items"],
+            "clusters": counted["clusters"],
+            "improved": [i for i, d in differences.items() if d > eps],
+            "regressed": [i for i, d in differences.items() if d < -eps],
+            "test": f"exact sign test on {kind.cluster_label} (mean change of each one's {kind.sample_score}); on "
+                    "items it is McNemar's exact test for 0/1 scores"}
 
 
 def changed_samples(base: RunInfo, cand: RunInfo) -> list[dict]:
@@ -132,12 +170,17 @@ def changed_samples(base: RunInfo, cand: RunInfo) -> list[dict]:
 
 def compare_runs(base: RunInfo, cand: RunInfo, *, n_boot: int = 1000, seed: int = 0, tolerance: float = 0.0,
                  metrics: Iterable[str] | None = None, allow_protocol_change: bool = False,
-                 level: float = 0.95) -> dict:
+                 level: float = 0.95, strict_env: bool = False) -> dict:
     """The full comparison as plain data; ``result["exit_code"]`` is 0, 1 or 2 (see module docstring)."""
     if tolerance < 0:
         raise EvalkitError(f"--tolerance must be >= 0 (got {tolerance})")
-    blocking, notes = comparability(base, cand, allow_protocol_change)
+    check_record(base)
+    check_record(cand)
+    blocking, notes = comparability(base, cand, allow_protocol_change, strict_env)
+    env = environment_differences(base.record, cand.record)
     result = {"baseline": run_summary(base), "candidate": run_summary(cand), "task": base.task, "kind": base.kind,
+              "environment_differences": env,
+              "warnings": [environment_warning(env)] if env else [],
               "notes": notes, "tolerance": tolerance, "n_boot": n_boot, "seed": seed, "level": level,
               "verdict_rule": f"tol = {tolerance:g}: regression if the CI's upper bound < -tol, improvement if "
                               "its lower bound > +tol, else no significant change",
@@ -157,25 +200,48 @@ def compare_runs(base: RunInfo, cand: RunInfo, *, n_boot: int = 1000, seed: int 
     except NotComparableError as err:
         return {**result, "comparable": False, "differences": err.differences, "exit_code": EXIT_NOT_COMPARABLE,
                 "message": not_comparable_message(err.differences)}
+    for name, (b, c) in stats.rescored.items():
+        check_rescored(base, name, b)
+        check_rescored(cand, name, c)
     fns, sizes, method, unit, no_ci = stats.functions, stats.unit_sizes, stats.method, stats.unit, stats.no_interval
     observed = {m: cand.metrics[m] - base.metrics[m] for m in names}
-    intervals: dict[str, Interval] = paired_bootstrap(fns, sizes, observed, n_boot, seed, level) if fns else {}
+    clusters = {u: index for u, (_, index) in stats.clusters.items()}
+    intervals: dict[str, Interval] = paired_bootstrap(fns, sizes, observed, n_boot, seed, level, clusters) \
+        if fns else {}
+    # the same statistics with every sample drawn on its own: the interval that ignores the clusters
+    clustered = {m: f for m, f in fns.items() if unit.get(m) in clusters}
+    unclustered = paired_bootstrap(clustered, sizes, observed, n_boot, seed, level) if clustered else {}
+    higher = {m: base.task_kind.higher_is_better(m) for m in names}
     rows = []
     for name in names:
-        ci = intervals.get(name)
+        ci, item = intervals.get(name), unclustered.get(name)
+        row_unit = unit.get(name, "")
         rows.append({"metric": name, "baseline": base.metrics[name], "candidate": cand.metrics[name],
                      "difference": observed[name], "ci_low": ci.low if ci else None,
-                     "ci_high": ci.high if ci else None,
-                     "verdict": verdict(ci.low if ci else None, ci.high if ci else None, tolerance),
-                     "method": method.get(name) or no_ci.get(name, ""), "unit": unit.get(name, ""),
-                     "n": sizes.get(unit.get(name, ""), sum(sizes.values()) if unit.get(name) else None),
-                     "rescored_difference": ci.full if ci else None, "std_error": ci.std_error if ci else None})
+                     "ci_high": ci.high if ci else None, "higher_is_better": higher[name],
+                     "verdict": verdict(ci.low if ci else None, ci.high if ci else None, tolerance, higher[name]),
+                     "method": method.get(name) or no_ci.get(name, ""), "unit": row_unit,
+                     "resampled": stats.clusters[row_unit][0] if row_unit in stats.clusters else row_unit,
+                     "n": sizes.get(row_unit, sum(sizes.values()) if row_unit else None),
+                     "rescored_difference": ci.full if ci else None, "std_error": ci.std_error if ci else None,
+                     "unclustered_ci": None if item is None else
+                     {"unit": row_unit, "ci_low": item.low, "ci_high": item.high, "std_error": item.std_error}})
     changed = changed_samples(base, cand)
     regressions = [r["metric"] for r in rows if r["verdict"] == "regression"]
-    return {**result, "comparable": True, "units": sizes, "metrics": rows, "regressions": regressions,
+    return {**result, "comparable": True, "units": sizes,
+            "clusters": {u: {"by": label, "count": int(index.max()) + 1} for u, (label, index) in stats.clusters.items()},
+            "metrics": rows, "regressions": regressions,
             "improvements": [r["metric"] for r in rows if r["verdict"] == "improvement"],
+            "flips": sample_flips(base, cand),
             "changed_samples": {"count": len(changed), "of": len(base.predictions()), "samples": changed},
             "exit_code": EXIT_REGRESSION if regressions else EXIT_OK}
+
+
+def environment_warning(differences: list[dict]) -> str:
+    """One line: what differs in the two runs' environments, and why it matters."""
+    parts = [f"{d['what']} {d['baseline']} vs {d['candidate']}" for d in differences]
+    return ("the runs were made in different environments (" + "; ".join(parts) + "): the same weights can give "
+            "different numbers under another library version or precision; --strict-env makes this exit 2")
 
 
 def compare_with_reference(run: RunInfo, which: str = "paper") -> dict:
@@ -244,13 +310,18 @@ def _describe(summary: dict) -> str:
 def render_comparison(result: dict, show_changed: int = 10) -> str:
     """Markdown: header lines, the metric table, the changed samples."""
     out = [f"**baseline**: {_describe(result['baseline'])}  ", f"**candidate**: {_describe(result['candidate'])}", ""]
+    out += [f"**warning**: {w}" for w in result.get("warnings", [])]
+    if result.get("warnings"):
+        out.append("")
     if not result["comparable"]:
         out.append(f"**not comparable** (exit {result['exit_code']}):")
         out += [f"- `{d['field']}` differs: {_short(d['baseline'])} vs {_short(d['candidate'])} — {d['why']}"
                 for d in result["differences"]]
         return "\n".join(out) + "\n"
     level = int(round(result["level"] * 100))
-    units = ", ".join(f"{n} {u}" for u, n in result["units"].items())
+    clusters = result.get("clusters", {})
+    units = ", ".join(f"{n} {u}" + (f" resampled as {clusters[u]['count']} {clusters[u]['by']} (clusters)"
+                                    if u in clusters else "") for u, n in result["units"].items())
     out.append(f"Paired bootstrap over {units}; {result['n_boot']} resamples, seed {result['seed']}; "
                f"{result['verdict_rule']} (points, 0-100 scale).")
     out.append("")
@@ -260,6 +331,21 @@ def render_comparison(result: dict, show_changed: int = 10) -> str:
     out.append(_md_table(["metric", "baseline", "candidate", "Δ (cand − base)", f"{level}% CI", "verdict", "method"],
                          rows, ["l", "r", "r", "r", "r", "l", "l"]))
     out.append("")
+    secondary = [f"{r['metric']} [{r['unclustered_ci']['ci_low']:+.2f}, {r['unclustered_ci']['ci_high']:+.2f}]"
+                 for r in result["metrics"] if r.get("unclustered_ci")]
+    if secondary:
+        unit = next(r["unit"] for r in result["metrics"] if r.get("unclustered_ci"))
+        out.append(f"Secondary, {unit} resampled one by one ({level}% CI; treats the {unit} about one image as "
+                   f"independent, so it is too narrow when their answers are correlated): {', '.join(secondary)}.")
+        out.append("")
+    flipped = result.get("flips")
+    if flipped:
+        items, groups = flipped["items"], flipped["clusters"]
+        out.append(f"Flips ({flipped['score']}): {items['improved']} samples improved, {items['regressed']} "
+                   f"regressed, {items['tied']} unchanged (sign test p = {items['p_value']:.3g}); over "
+                   f"{flipped['cluster']}: {groups['improved']} improved, {groups['regressed']} regressed, "
+                   f"{groups['tied']} unchanged (exact sign test p = {groups['p_value']:.3g}).")
+        out.append("")
     for note in result["notes"]:
         out.append(f"- note: {note}")
     changed = result["changed_samples"]

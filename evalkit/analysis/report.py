@@ -29,10 +29,13 @@ from evalkit.core.errors import EvalkitError
 from evalkit.analysis.reference_numbers import Reference, like_for_like_differences, preferred_reference, \
     references_for_run
 from evalkit.analysis.results_index import RunInfo, find_runs, select_runs
+from evalkit.analysis.environment import environment_differences
+from evalkit.analysis.record_check import check_record
 from evalkit.core.protocol import overrides_text
 
 MARK_NOT_REPORTABLE = "†"
 MARK_PROTOCOL = "‡"
+MARK_ENVIRONMENT = "§"
 
 
 @dataclass
@@ -94,6 +97,8 @@ def build_report(results_dir: str | Path, *, latest: bool = True, run_ids: Itera
         what = " matching --model/--task" if models or tasks else ""
         raise EvalkitError(f"no finished runs (run.json){what} below {root}; run `evalkit run TASK -m MODEL` first")
     chosen, hidden = select_runs(runs, latest=latest, run_ids=run_ids)
+    for run in chosen:  # a record that disagrees with itself stops the report (one line, exit 2)
+        check_record(run)
     by_task: dict[str, list[RunInfo]] = {}
     for run in chosen:
         by_task.setdefault(run.task, []).append(run)
@@ -148,12 +153,40 @@ def protocol_text(run: RunInfo) -> str:
     return text
 
 
+def value_text(run: RunInfo, metric: str) -> str:
+    """``52.10 ± 0.45`` (± one standard error from run.json), or ``52.10`` for a record without one."""
+    value, se = run.metrics[metric], run.std_error(metric)
+    return f"{value:.2f}" if se is None else f"{value:.2f} ± {se:.2f}"
+
+
+def environment_notes(report: Report) -> list[str]:
+    """A footnote per task whose runs in the table were made in different environments (library versions,
+    precision settings), naming each difference and the runs on each side."""
+    notes = []
+    for column in report.tasks:
+        runs = [row[column.name].run for _, row in report.rows if column.name in row]
+        first = runs[0] if runs else None
+        seen: dict[str, dict[str, list[str]]] = {}
+        for run in runs[1:]:
+            for diff in environment_differences(first.record, run.record):
+                sides = seen.setdefault(diff["what"], {})
+                sides.setdefault(diff["baseline"], [])
+                if f"{first.model} run {first.run_id}" not in sides[diff["baseline"]]:
+                    sides[diff["baseline"]].append(f"{first.model} run {first.run_id}")
+                sides.setdefault(diff["candidate"], []).append(f"{run.model} run {run.run_id}")
+        for what, sides in seen.items():
+            listed = "; ".join(f"{value} ({', '.join(names)})" for value, names in sides.items())
+            notes.append(f"{MARK_ENVIRONMENT} {column.name}: runs differ in {what}: {listed}; the same weights can "
+                         "give different numbers (compare --strict-env refuses such a pair)")
+    return notes
+
+
 def cell_text(report: Report, cell: Cell, metric: str) -> str:
     """``52.10 (ref 53.50 [1], Δ -1.40) †`` etc."""
     value = cell.run.metrics.get(metric)
     if value is None:
         return "n/a"
-    text = f"{value:.2f}"
+    text = value_text(cell.run, metric)
     ref = cell.reference(metric)
     if ref is not None:
         text += f" (ref {ref.value:.2f} [{report.footnote_number(ref.source)}], Δ {value - ref.value:+.2f})"
@@ -185,6 +218,7 @@ def footnotes(report: Report) -> list[str]:
             if differences:
                 notes.append(f"{MARK_PROTOCOL} {model} · {column.name} (run {cell.run.run_id}): not like-for-like "
                              f"with the reference: {'; '.join(differences)}")
+    notes += environment_notes(report)
     no_metrics = [f"{m} · {t}" for m, row in report.rows for t, c in row.items() if not c.run.metrics]
     if no_metrics:
         notes.append("n/a: runs without metrics (a split without answers: submit the official predictions file): "
@@ -232,6 +266,7 @@ def numeric_frame(report: Report) -> pd.DataFrame:
                 value = run.metrics.get(metric) if run else None
                 ref = cell.reference(metric) if cell else None
                 record[f"{prefix}:{metric}"] = value
+                record[f"{prefix}:{metric}:std_error"] = run.std_error(metric) if run else None
                 record[f"{prefix}:{metric}:ref"] = ref.value if ref else None
                 record[f"{prefix}:{metric}:ref_source"] = ref.source if ref else None
                 record[f"{prefix}:{metric}:diff"] = (value - ref.value) if ref and value is not None else None
@@ -253,8 +288,9 @@ def to_markdown(report: Report) -> str:
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(_md_cell(v) for v in row.tolist()) + " |")
     notes = footnotes(report)
-    lines += ["", "Scores on the 0-100 scale. Δ = this run − reference. Protocol: split · first 8 hex digits of the "
-              "protocol fingerprint (+ settings that differ from the task default)."]
+    lines += ["", "Scores on the 0-100 scale, ± one standard error (clustered by image where a task asks several "
+              "questions per image; see run.json). Δ = this run − reference. Protocol: split · first 8 hex digits "
+              "of the protocol fingerprint (+ settings that differ from the task default)."]
     if notes:
         lines.append("")
         lines += [f"- {note}" for note in notes]
@@ -282,7 +318,7 @@ def to_json(report: Report) -> dict:
                 ref = cell.reference(metric)
                 cells.append({
                     "row": index, "model": model, "task": column.name, "kind": column.kind, "split": run.split,
-                    "metric": metric, "value": value,
+                    "metric": metric, "value": value, "std_error": run.std_error(metric),
                     "reference": ref.value if ref else None, "reference_kind": ref.kind if ref else None,
                     "reference_source": ref.source_text if ref else None,
                     "difference": (value - ref.value) if ref and value is not None else None,

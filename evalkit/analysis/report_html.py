@@ -18,6 +18,7 @@ from pathlib import Path
 from evalkit.analysis.report import Report, cell_text, footnotes, protocol_text
 from evalkit.analysis.results_index import RunInfo
 
+FLIP_MARK = {"better": "▲", "worse": "▼", "same score": "="}
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
 
 
@@ -127,7 +128,8 @@ def gallery_items(run: RunInfo, others: list[RunInfo], gallery_size: int) -> tup
         for other, by_id in other_rows:
             theirs = by_id.get(row["id"])
             if theirs is not None and (theirs["prediction"] != row["prediction"] or theirs["score"] != row["score"]):
-                diffs.append({"run": run_label(other), "prediction": theirs["prediction"], "label": theirs["label"]})
+                diffs.append({"run": run_label(other), "prediction": theirs["prediction"], "label": theirs["label"],
+                              "flip": _flip(row["score"], theirs["score"])})
         if diffs:
             disagree[row["id"]] = diffs
     keep = [rows[i]["id"] for i in order[:gallery_size]]
@@ -143,6 +145,34 @@ def gallery_items(run: RunInfo, others: list[RunInfo], gallery_size: int) -> tup
     return items, len(rows), len(disagree)
 
 
+def _flip(mine: float | None, theirs: float | None) -> str:
+    """How the other run did on this sample: 'better', 'worse' or 'same score' (higher is better)."""
+    if mine is None or theirs is None or abs(theirs - mine) <= 1e-9:
+        return "same score"
+    return "better" if theirs > mine else "worse"
+
+
+def flip_summaries(run: RunInfo, others: list[RunInfo]) -> list[str]:
+    """Per other run of the same data: how many samples (and images) it answers better or worse than ``run``,
+    with the exact sign test on images (evalkit.metrics.paired_tests)."""
+    from evalkit.metrics.paired_tests import flips
+
+    kind, mine = run.task_kind, {r["id"]: r for r in sample_rows(run)}
+    out = []
+    for other in others:
+        theirs = {r["id"]: r for r in sample_rows(other)}
+        diffs = {i: theirs[i]["score"] - r["score"] for i, r in mine.items()
+                 if i in theirs and r["score"] is not None and theirs[i]["score"] is not None}
+        if not diffs:
+            continue
+        counted = flips(diffs, {i: mine[i]["image"] or i for i in diffs})
+        items, groups = counted["items"], counted["clusters"]
+        out.append(f"{run_label(other)} vs this run: {items['improved']} samples better, {items['regressed']} worse "
+                   f"({kind.sample_score}); per {kind.cluster_label}: {groups['improved']} better, "
+                   f"{groups['regressed']} worse, exact sign test p = {groups['p_value']:.3g}")
+    return out
+
+
 def render_item(run: RunInfo, item: dict, thumbs: Thumbnails) -> str:
     uri = thumbs.uri(item["image"], run.path, (run.record.get("provenance") or {}).get("working_directory", ""))
     image = (f'<img class="thumb" alt="{esc(item["id"])}" src="{uri}">' if uri else
@@ -152,7 +182,8 @@ def render_item(run: RunInfo, item: dict, thumbs: Thumbnails) -> str:
     if kind.shows_prompt:
         prompt = item["prompt"] if len(item["prompt"]) <= 240 else "…" + item["prompt"][-239:]
         question = f'<div class="q">{esc(prompt)}</div>'
-    others = "".join(f'<div class="other">{esc(o["run"])}: <b>{esc(o["prediction"])}</b> ({esc(o["label"])})</div>'
+    others = "".join(f'<div class="other" data-flip="{esc(o["flip"])}">{FLIP_MARK[o["flip"]]} {esc(o["run"])}: '
+                     f'<b>{esc(o["prediction"])}</b> ({esc(o["label"])}, {esc(o["flip"])})</div>'
                      for o in item["others"])
     failed = ' <span class="failed">failed</span>' if item["status"] != "ok" else ""
     return (f'<div class="item" data-worst="{item["worst"]}" data-disagree="{1 if item["others"] else 0}" '
@@ -264,7 +295,9 @@ def _metric_cell_html(report: Report, cell, metric: str) -> str:
         marks += " †"
     classes = "num" + ("" if cell.run.reportable else " nr")
     title = esc(f"{cell.run.path} · {cell_text(report, cell, metric)}")
-    return f'<td class="{classes}" title="{title}"><b>{value:.2f}</b>{esc(marks)}{sub}</td>'
+    se = cell.run.std_error(metric)
+    pm = f'<span class="se"> ± {se:.2f}</span>' if se is not None else ""
+    return f'<td class="{classes}" title="{title}"><b>{value:.2f}</b>{pm}{esc(marks)}{sub}</td>'
 
 
 def table_html(report: Report) -> str:
@@ -342,12 +375,14 @@ def build_html(report: Report, gallery_size: int = 30, thumb_px: int = 96) -> st
                                   f'<p class="muted">no gallery: {esc(err)}</p></div>')
                 continue
             rendered = "".join(render_item(run, item, thumbs) for item in items)
+            summaries = "".join(f'<li>{esc(line)}</li>' for line in flip_summaries(run, others))
+            flips_html = f'<ul class="flips">{summaries}</ul>' if summaries else ""
             run_blocks.append(
                 f'<div class="run" data-run="{esc(run.run_id)}"><h3>{esc(run_label(run))}</h3>'
                 f'{_missing_images_note(run, items, thumbs)}'
                 f'<p class="muted">{n_samples} samples; shown: the {min(gallery_size, n_samples)} worst and up to '
                 f'{gallery_size} of the {n_disagree} on which another run of this task answers differently · '
-                f'<span class="run-visible">{len(items)}</span> visible</p>'
+                f'<span class="run-visible">{len(items)}</span> visible</p>{flips_html}'
                 f'<div class="gallery">{rendered}</div></div>')
         sections.append(f'<section class="task"><h2>{esc(column.name)} <span class="muted">({esc(column.kind)})'
                         f'</span></h2>{"".join(run_blocks)}</section>')
@@ -404,6 +439,8 @@ svg.chart .grid { stroke: #e5e5e5; }
 .item .meta { font-size: 12.5px; overflow-wrap: anywhere; }
 .item .sid { color: #666; } .item .score { font-weight: 600; color: #333; }
 .item .q { font-style: italic; } .item .refs { color: #555; } .item .other { color: #a33; }
+.item .other[data-flip="better"] { color: #2a7a2a; } .se { color: #777; font-weight: normal; font-size: 12px; }
+ul.flips { font-size: 13px; color: #444; margin: 2px 0 8px; }
 .item .failed { color: #fff; background: #c33; border-radius: 3px; padding: 0 4px; }
 .item[data-disagree="1"] { border-color: #e0a0a0; }
 </style>

@@ -89,6 +89,12 @@ class RunInfo:
                 out[name] = float(value)
         return out
 
+    def std_error(self, metric: str) -> float | None:
+        """The metric's standard error recorded in run.json (None for records made before it was recorded)."""
+        entry = (self.record.get("metrics") or {}).get(metric)
+        value = entry.get("std_error") if isinstance(entry, dict) else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
     @property
     def headline(self) -> str:
         return str(self.record.get("headline_metric") or "")

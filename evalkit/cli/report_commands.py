@@ -76,6 +76,9 @@ def compare(
     metric: List[str] = typer.Option([], "--metric", help="only these metrics (repeatable); all by default"),
     allow_protocol_change: bool = typer.Option(False, "--allow-protocol-change",
                                                help="compare runs made with different protocols deliberately"),
+    strict_env: bool = typer.Option(False, "--strict-env",
+                                    help="exit 2 when the runs differ in torch/transformers versions or precision "
+                                         "settings (otherwise a warning)"),
     show_changed: int = typer.Option(10, "--show-changed", help="changed samples listed in the table"),
     json_out: bool = typer.Option(False, "--json", help="print JSON (every changed sample included)"),
 ) -> None:
@@ -101,7 +104,9 @@ def compare(
                                "or RUN --reference paper)")
         base, cand = load_run(paths[0]), load_run(paths[1])
     result = compare_runs(base, cand, n_boot=n_boot, seed=seed, tolerance=tolerance, metrics=metric or None,
-                          allow_protocol_change=allow_protocol_change)
+                          allow_protocol_change=allow_protocol_change, strict_env=strict_env)
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if json_out:
         print(dumps(result))
     else:

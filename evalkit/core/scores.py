@@ -15,6 +15,9 @@ class ScoreResult:
     headline: str
     details: dict[str, Any] = field(default_factory=dict)
     scale: str = "0-100"
+    # metric -> {"std_error", "std_error_method"} a kind computed while scoring (e.g. corpus BLEU by bootstrap);
+    # the other metrics get TaskKind.standard_errors
+    std_errors: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass

@@ -61,6 +61,11 @@ class PairedStatistics:
     method: dict[str, str] = field(default_factory=dict)
     unit: dict[str, str] = field(default_factory=dict)
     no_interval: dict[str, str] = field(default_factory=dict)  # metric -> why it gets no CI
+    # unit -> (what its clusters are, e.g. "images"; each sample's cluster number): the unit is resampled by
+    # cluster; compare also reports the unclustered (per-sample) interval as a secondary line
+    clusters: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    # metric -> (baseline, candidate) re-computed exactly from the predictions: checked against run.json
+    rescored: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,14 @@ class TaskKind(ABC):
     prediction_label: str = "prediction"
     shows_prompt: bool = False  # the gallery shows each sample's prompt (VQA: the question)
     breakdown_label: str = "category"  # what the report's breakdown chart splits by
+    # the predictions.jsonl field shared by samples that are not independent (the questions about one image):
+    # compare resamples these clusters, the standard errors in run.json are clustered by them
+    cluster_key: str = "image"
+    cluster_label: str = "images"
+    # metrics that are exactly the mean of the same-named per-sample score (scaled by sample_mean_scale): run.json
+    # gets their clustered standard error, and compare/report re-compute them from sample_scores.jsonl
+    sample_mean_metrics: tuple[str, ...] = ()
+    sample_mean_scale: float = 1.0
 
     def check_spec(self, spec) -> None:
         """Refuse, when a task file is loaded, a spec this kind cannot run."""
@@ -144,3 +157,61 @@ class TaskKind(ABC):
     def breakdown(self, record: dict) -> dict[str, float] | None:
         """Sub-scores the report plots per run (e.g. VQA accuracy per answer type), or None."""
         return None
+
+    def higher_is_better(self, metric: str) -> bool:
+        """Whether a larger value of ``metric`` is better (true of every evalkit metric so far)."""
+        return True
+
+    def mean_parts(self, metric: str, scores: Mapping[str, Mapping[str, float]],
+                   clusters: Mapping[str, Any]) -> list | None:
+        """``metric`` as a weighted sum of means of per-sample scores (evalkit.metrics.standard_error.MeanPart),
+        or None when it is not one. ``scores``: sample_scores.jsonl by id; ``clusters``: id -> cluster."""
+        from evalkit.metrics.standard_error import MeanPart
+
+        if metric not in self.sample_mean_metrics:
+            return None
+        ids = [i for i, s in scores.items() if metric in s]
+        if not ids:
+            return None
+        values = [self.sample_mean_scale * float(scores[i][metric]) for i in ids]
+        return [MeanPart(1.0, values, [clusters.get(i, i) for i in ids])]
+
+    def recomputed_metrics(self, scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+        """The metrics that can be re-computed from sample_scores.jsonl alone (checked against run.json)."""
+        out = {}
+        for name in self.recomputable_metrics():
+            parts = self.mean_parts(name, scores, {})
+            if parts:
+                out[name] = float(sum(p.weight * sum(p.values) / len(p.values) for p in parts))
+        return out
+
+    def recomputable_metrics(self) -> tuple[str, ...]:
+        """Names of the metrics :meth:`mean_parts` can express."""
+        return self.sample_mean_metrics
+
+    def standard_errors(self, metrics: Mapping[str, float], scores: Mapping[str, Mapping[str, float]],
+                        clusters: Mapping[str, Any]) -> dict[str, dict]:
+        """Per metric: ``std_error`` (clustered by :attr:`cluster_key`) and ``std_error_method`` for run.json."""
+        from evalkit.metrics.standard_error import clustered_standard_error
+
+        out = {}
+        for name in metrics:
+            parts = self.mean_parts(name, scores, clusters)
+            if not parts:
+                out[name] = {"std_error": None, "std_error_method": self.no_standard_error(name)}
+                continue
+            se, g = clustered_standard_error(parts)
+            n = max(len(p.values) for p in parts)
+            how = f"clustered by {self.cluster_key} ({g} {self.cluster_label})" if g < n else \
+                "one sample per cluster"
+            out[name] = {"std_error": se, "std_error_method": f"cluster-robust SE of the mean of per-sample "
+                                                                f"scores, {how}"}
+        return out
+
+    def sample_clusters(self, samples) -> dict[str, Any]:
+        """sample_scores.jsonl id -> cluster (the :attr:`cluster_key` of each sample, e.g. its image)."""
+        return {self.sample_score_prefix + s.id: getattr(s, self.cluster_key, s.id) for s in samples}
+
+    def no_standard_error(self, metric: str) -> str:
+        """Why ``metric`` has no closed-form standard error in run.json."""
+        return "not a mean of per-sample scores (compare bootstraps it)"

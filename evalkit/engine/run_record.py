@@ -15,7 +15,7 @@ from evalkit.models.image_preprocessing import PIPELINE as IMAGE_PIPELINE
 from evalkit.models.loading import attention_kernels, component_dtypes, dtype_name
 from evalkit.engine.provenance import device_description, provenance
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: metrics carry std_error and higher_is_better (see run_record.schema.json)
 RUN_FILE = "run.json"
 SAMPLE_SCORES_FILE = "sample_scores.jsonl"
 
@@ -61,7 +61,7 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
         "protocol_fingerprint": protocol.fingerprint(),
         "overrides": overrides,
         "data": dict(sample_set.identity),
-        "metrics": {name: {"value": value, "n": len(sample_set.samples)} for name, value in scores.metrics.items()},
+        "metrics": metric_entries(task.kind, scores, sample_set.samples),
         "headline_metric": scores.headline,
         "scale": scores.scale,
         "details": scores.details,
@@ -76,6 +76,15 @@ def build_record(*, task, entry, protocol, overrides, sample_set, predictions, s
     if extra:
         record.update(extra)
     return record
+
+
+def metric_entries(kind, scores, samples) -> dict[str, dict]:
+    """run.json's "metrics": per metric its value, n, standard error (clustered by the kind's cluster key, e.g.
+    the image, where it applies; null with the reason where there is no closed form) and direction."""
+    errors = {**kind.standard_errors(scores.metrics, scores.per_sample, kind.sample_clusters(samples)),
+              **getattr(scores, "std_errors", {})}
+    return {name: {"value": value, "n": len(samples), **errors[name], "higher_is_better": kind.higher_is_better(name)}
+            for name, value in scores.metrics.items()}
 
 
 def _model_section(entry, checkpoint, directory: Path, weights: str) -> dict:

@@ -9,8 +9,8 @@ from evalkit.core.scores import ScoreResult
 from evalkit.core.task_kind import PairedStatistics, RunJob, RunOutput, ScoreHistogram
 from evalkit.core.atomic_files import write_json_atomic
 from evalkit.kinds.generation import GenerationKind
-from evalkit.kinds.paired_samples import aligned_ids, score_column
-from evalkit.metrics.bootstrap import BleuCorpus, CiderCorpus, ratio_diff
+from evalkit.kinds.paired_samples import aligned_ids, run_clusters, score_column
+from evalkit.metrics.bootstrap import BleuCorpus, CiderCorpus, cluster_index, ratio_diff
 
 CORPUS_BLEU = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
 
@@ -22,6 +22,8 @@ class CaptionKind(GenerationKind):
     headline_metrics = ("BLEU-4", "CIDEr")
     report_order = 0
     sample_score = "CIDEr"
+    # pycocoevalcap's corpus ROUGE-L, CIDEr and SPICE are the mean of the per-image scores
+    sample_mean_metrics = ("ROUGE-L", "CIDEr", "SPICE")
     histogram = ScoreHistogram("{task}: per-image CIDEr", "% of images",
                                (("0-25", -1, 25), ("25-50", 25, 50), ("50-100", 50, 100), ("100-200", 100, 200),
                                 ("200+", 200, float("inf"))))
@@ -36,7 +38,12 @@ class CaptionKind(GenerationKind):
         scores = score_captions(references, answers)
         per_sample = {str(k): v for k, v in scores.per_image.items()}
         return ScoreResult(dict(scores.corpus), per_sample, "CIDEr", {"skipped_metrics": dict(scores.skipped)},
-                           scores.scale)
+                           scores.scale, bleu_standard_errors(scores))
+
+    def no_standard_error(self, metric: str) -> str:
+        if metric == "METEOR":
+            return "METEOR's corpus score pools statistics over images; not a mean of per-image scores"
+        return super().no_standard_error(metric)
 
     def write_official_file(self, run_dir: Path, sample_set, predictions) -> Path:
         """captions_results.json: ``[{"image_id": 391895, "caption": "..."}]`` (COCO result format)."""
@@ -49,6 +56,9 @@ class CaptionKind(GenerationKind):
         """Images are the unit; corpus CIDEr and BLEU are re-scored on each resample, the rest are per-image means."""
         ids = aligned_ids(base, cand)
         stats = PairedStatistics(unit_sizes={"images": len(ids)})
+        labels = run_clusters(base, ids)
+        if len(set(labels)) < len(labels):  # the same image captioned twice: resample it as one
+            stats.clusters["images"] = ("image files", cluster_index(labels))
         wants_corpus = [m for m in metrics if m == "CIDEr" or m in CORPUS_BLEU]
         tokens, why_not = _caption_tokens(base, cand, ids) if wants_corpus else (None, "")
         cider = bleu = None
@@ -56,6 +66,12 @@ class CaptionKind(GenerationKind):
             tok_refs, tok_preds = tokens
             cider = CiderCorpus(ids, tok_refs, tok_preds) if "CIDEr" in metrics else None
             bleu = BleuCorpus(ids, tok_refs, tok_preds) if any(m in CORPUS_BLEU for m in metrics) else None
+            if cider is not None:
+                full = cider.scores()
+                stats.rescored["CIDEr"] = (full["b"], full["c"])
+            if bleu is not None:
+                full = bleu.scores()
+                stats.rescored.update({m: (full["b"][m], full["c"][m]) for m in CORPUS_BLEU if m in metrics})
         for name in metrics:
             stats.unit[name] = "images"
             if name == "CIDEr" and cider is not None:
@@ -67,6 +83,30 @@ class CaptionKind(GenerationKind):
             else:
                 _per_image_mean(stats, base, cand, ids, name, why_not if name in wants_corpus else "")
         return stats
+
+
+BLEU_SE_RESAMPLES = 200
+
+
+def bleu_standard_errors(scores) -> dict[str, dict]:
+    """Corpus BLEU-1..4's standard errors: the sd of corpus BLEU over 200 seeded bootstrap resamples of the images
+    (corpus BLEU is not a mean of per-image scores, so there is no closed form)."""
+    if scores.tokenized is None or not scores.per_image:
+        return {}
+    import numpy as np
+
+    tok_refs, tok_preds = scores.tokenized
+    ids = list(scores.per_image)
+    corpus = BleuCorpus(ids, tok_refs, {"run": tok_preds})
+    rng = np.random.default_rng(0)
+    reps = {m: [] for m in CORPUS_BLEU}
+    for _ in range(BLEU_SE_RESAMPLES):
+        weights = np.bincount(rng.integers(0, len(ids), size=len(ids)), minlength=len(ids)).astype(np.float64)
+        for m, v in corpus.scores(weights)["run"].items():
+            reps[m].append(v)
+    how = f"sd of corpus BLEU over {BLEU_SE_RESAMPLES} bootstrap resamples of the images (seed 0)"
+    return {m: {"std_error": float(np.std(v, ddof=1)) if len(ids) > 1 else None, "std_error_method": how}
+            for m, v in reps.items() if m in scores.corpus}
 
 
 def _per_image_mean(stats: PairedStatistics, base, cand, ids: list[str], name: str, why_not_corpus: str) -> None:

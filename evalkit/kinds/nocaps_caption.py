@@ -43,7 +43,7 @@ class NocapsCaptionKind(CaptionKind):
                     metrics[f"{name}/{domain}"] = scores.corpus[name]
         details["domains"] = {d: len(s) for d, s in sorted(by_domain.items())} or "not labelled (pass --column "\
                              "domain_file=nocaps_val_4500_captions.json)"
-        return ScoreResult(metrics, result.per_sample, result.headline, details, result.scale)
+        return ScoreResult(metrics, result.per_sample, result.headline, details, result.scale, result.std_errors)
 
     def breakdown(self, record: dict) -> dict[str, float] | None:
         """CIDEr overall and per domain."""

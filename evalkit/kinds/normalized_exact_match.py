@@ -40,6 +40,7 @@ class NormalizedExactMatchKind(GenerationKind):
     headline_metrics = ("accuracy",)
     report_order = 2
     sample_score = "accuracy"
+    sample_mean_metrics = ("accuracy",)
     histogram = ScoreHistogram("{task}: per-question exact match", "% of questions",
                                (("wrong", -1, 50), ("right", 50, 101)))
     references_label = "answer"

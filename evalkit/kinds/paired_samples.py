@@ -26,3 +26,11 @@ def score_column(run, ids: list[str], metric: str) -> np.ndarray | None:
     if any(v is None for v in values):
         return None
     return np.asarray(values, dtype=np.float64)
+
+
+def run_clusters(run, ids: list[str], prefix: str = "") -> list:
+    """Each sample's cluster (its kind's ``cluster_key`` in predictions.jsonl, e.g. the image file); a sample
+    without one is its own cluster."""
+    key = run.task_kind.cluster_key
+    preds = run.predictions()
+    return [(preds.get(i[len(prefix):]) or {}).get(key) or f"sample:{i}" for i in ids]

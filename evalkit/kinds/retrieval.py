@@ -37,6 +37,33 @@ class RetrievalKind(TaskKind):
                                 (">50", 50, float("inf"))))
     references_label = "captions"
     prediction_label = "top-1 caption"
+    sample_mean_metrics = TEXT_RECALLS + IMAGE_RECALLS  # 100 x the mean of the per-query hits (0/1)
+    sample_mean_scale = 100.0
+
+    def recomputable_metrics(self) -> tuple[str, ...]:
+        return self.sample_mean_metrics + tuple(MEANS)
+
+    def mean_parts(self, metric: str, scores, clusters) -> list | None:
+        """A recall is a mean over its queries; ``txt_r_mean``, ``img_r_mean`` and ``r_mean`` average recalls."""
+        if metric not in MEANS:
+            return super().mean_parts(metric, scores, clusters)
+        parts = []
+        for name in MEANS[metric]:
+            found = super().mean_parts(name, scores, clusters)
+            if not found:
+                return None
+            parts += [type(p)(p.weight / len(MEANS[metric]), p.values, p.clusters) for p in found]
+        return parts
+
+    def sample_clusters(self, samples) -> dict[str, str]:
+        """An image query is its image's cluster; each caption (text query) belongs to its image's cluster."""
+        out, j = {}, 0
+        for sample in samples:
+            out[f"image:{sample.id}"] = sample.image
+            for _ in sample.references:
+                out[f"text:{j}"] = sample.image
+                j += 1
+        return out
 
     def run(self, job: RunJob) -> RunOutput:
         """Embed, rank and journal the top captions of each image; the score matrices go to the scorer."""

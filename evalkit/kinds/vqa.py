@@ -14,8 +14,8 @@ from evalkit.core.sample_set import file_sha256
 from evalkit.core.scores import ScoreResult
 from evalkit.core.task_kind import PairedStatistics, RunJob, RunOutput, ScoreHistogram
 from evalkit.kinds.generation import GenerationKind
-from evalkit.kinds.paired_samples import aligned_ids, score_column
-from evalkit.metrics.bootstrap import ratio_diff
+from evalkit.kinds.paired_samples import aligned_ids, run_clusters, score_column
+from evalkit.metrics.bootstrap import cluster_index, ratio_diff
 
 
 class VqaKind(GenerationKind):
@@ -25,6 +25,7 @@ class VqaKind(GenerationKind):
     headline_metrics = ("accuracy",)
     report_order = 1
     sample_score = "accuracy"
+    sample_mean_metrics = ("accuracy",)  # round(mean of the per-question accuracies, 2)
     histogram = ScoreHistogram("{task}: per-question accuracy", "% of questions",
                                (("0", -1, 0.01), ("30", 0.01, 31), ("60", 31, 61), ("90", 61, 91), ("100", 91, 101)))
     references_label = "answers"
@@ -46,7 +47,8 @@ class VqaKind(GenerationKind):
         per_sample = {str(q): {"accuracy": v} for q, v in scores.per_question.items()}
         details = {"perAnswerType": scores.per_answer_type, "perQuestionType": scores.per_question_type,
                    "vqa_metric": variant}
-        return ScoreResult(metrics, per_sample, "accuracy", details)
+        return ScoreResult(metrics, per_sample, "accuracy", details,
+                           std_errors=_answer_type_standard_errors(samples, per_sample, metrics))
 
     def write_official_file(self, run_dir: Path, sample_set, predictions) -> Path:
         """vqa_<split>_results.json: ``[{"question_id": 1, "answer": "..."}]`` (the file EvalAI takes)."""
@@ -78,6 +80,24 @@ class VqaKind(GenerationKind):
         return types or None
 
 
+def _answer_type_standard_errors(samples, per_sample: dict, metrics: dict) -> dict[str, dict]:
+    """``accuracy/<type>``: the clustered standard error of the mean over that answer type's questions."""
+    from evalkit.metrics.standard_error import mean_standard_error
+
+    out = {}
+    for name in metrics:
+        if not name.startswith("accuracy/"):
+            continue
+        wanted = name.split("/", 1)[1]
+        members = [s for s in samples if str(s.meta_dict().get("answer_type", "")) == wanted]
+        if not members:
+            continue
+        se, g = mean_standard_error([per_sample[s.id]["accuracy"] for s in members], [s.image for s in members])
+        out[name] = {"std_error": se, "std_error_method": f"cluster-robust SE of the mean over the {len(members)} "
+                                                          f"{wanted!r} questions, clustered by image ({g} images)"}
+    return out
+
+
 def question_statistics(base, cand, metrics: list[str], method: str,
                         by_answer_type: bool = False) -> PairedStatistics:
     """The paired bootstrap with questions as the unit: ``accuracy`` is the mean of the per-question
@@ -85,6 +105,9 @@ def question_statistics(base, cand, metrics: list[str], method: str,
     when ``by_answer_type``; other metrics get no interval."""
     ids = aligned_ids(base, cand)
     stats = PairedStatistics(unit_sizes={"questions": len(ids)})
+    labels = run_clusters(base, ids)
+    if len(set(labels)) < len(labels):  # several questions about one image: resample images
+        stats.clusters["questions"] = (base.task_kind.cluster_label, cluster_index(labels))
     b, c = score_column(base, ids, "accuracy"), score_column(cand, ids, "accuracy")
     if b is None or c is None:
         raise EvalkitError("sample_scores.jsonl lacks per-question 'accuracy'")

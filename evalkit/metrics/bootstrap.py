@@ -10,6 +10,11 @@ corpus CIDEr with the resample's own idf (repeated images count as separate docu
 :func:`evalkit.metrics.caption_metrics.corpus_cider` does) and corpus BLEU from the summed n-gram
 statistics.
 
+Clusters: when a unit's samples come in groups that are not independent (the ~5 questions VQAv2 asks about
+one image), ``clusters[unit]`` maps each sample to its group and a replicate draws *groups* with replacement;
+each sample's weight is its group's count (the cluster bootstrap; Davison & Hinkley 1997, section 3.8). The
+unclustered interval is narrower than it should be when the answers about one image are correlated.
+
 The interval is the percentile interval of the replicates, shifted by ``observed - full``, where
 ``observed`` is the difference of the official numbers (run.json) and ``full`` the re-computed
 difference on the full sample (all weights 1). When the re-computation is exact ``full ==
@@ -50,11 +55,13 @@ class Interval:
                 "std_error": self.std_error}
 
 
-def verdict(low: float | None, high: float | None, tolerance: float) -> str:
+def verdict(low: float | None, high: float | None, tolerance: float, higher_is_better: bool = True) -> str:
     """``regression`` if the CI's upper bound < -tolerance, ``improvement`` if its lower bound > +tolerance,
-    else ``no significant change`` (higher is better for every evalkit metric)."""
+    else ``no significant change``; mirrored for a metric where lower is better."""
     if low is None or high is None:
         return "no CI"
+    if not higher_is_better:
+        low, high = -high, -low
     if high < -tolerance:
         return "regression"
     if low > tolerance:
@@ -62,21 +69,37 @@ def verdict(low: float | None, high: float | None, tolerance: float) -> str:
     return "no significant change"
 
 
-def resample_weights(rng: np.random.Generator, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """One bootstrap replicate: a count vector per unit (units drawn in the given order)."""
+def resample_weights(rng: np.random.Generator, sizes: Mapping[str, int],
+                     clusters: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """One bootstrap replicate: a count vector per unit (units drawn in the given order). A clustered unit
+    draws its clusters and gives every sample its cluster's count."""
     weights = {}
     for unit, n in sizes.items():
-        drawn = rng.integers(0, n, size=n)
-        weights[unit] = np.bincount(drawn, minlength=n).astype(np.float64)
+        index = (clusters or {}).get(unit)
+        if index is None:
+            drawn = rng.integers(0, n, size=n)
+            weights[unit] = np.bincount(drawn, minlength=n).astype(np.float64)
+        else:
+            g = int(index.max()) + 1
+            counts = np.bincount(rng.integers(0, g, size=g), minlength=g).astype(np.float64)
+            weights[unit] = counts[index]
     return weights
 
 
+def cluster_index(labels) -> np.ndarray:
+    """Cluster labels (e.g. image paths, one per sample) -> cluster numbers 0..G-1 in order of appearance."""
+    numbers: dict = {}
+    return np.asarray([numbers.setdefault(label, len(numbers)) for label in labels], dtype=np.int64)
+
+
 def paired_bootstrap(diffs: Mapping[str, DiffFn], sizes: Mapping[str, int], observed: Mapping[str, float],
-                     n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Interval]:
+                     n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                     clusters: Mapping[str, np.ndarray] | None = None) -> dict[str, Interval]:
     """Bootstrap CIs for every statistic in ``diffs`` from the same resamples (see module docstring).
 
-    ``sizes``: unit name -> number of samples; ``observed``: metric -> official candidate - baseline.
-    Seeded: the same inputs, ``n_boot`` and ``seed`` give the same intervals.
+    ``sizes``: unit name -> number of samples; ``observed``: metric -> official candidate - baseline;
+    ``clusters``: unit name -> each sample's cluster number (see :func:`cluster_index`), for units resampled
+    by cluster. Seeded: the same inputs, ``n_boot`` and ``seed`` give the same intervals.
     """
     if n_boot < 10:
         raise EvalkitError(f"--n-boot must be at least 10 (got {n_boot})")
@@ -85,6 +108,8 @@ def paired_bootstrap(diffs: Mapping[str, DiffFn], sizes: Mapping[str, int], obse
     for unit, n in sizes.items():
         if n < 1:
             raise EvalkitError(f"nothing to resample: no {unit} samples")
+        if clusters and unit in clusters and len(clusters[unit]) != n:
+            raise EvalkitError(f"{unit}: {len(clusters[unit])} cluster labels for {n} samples")
     ones = {unit: np.ones(n) for unit, n in sizes.items()}
     full = {name: float(fn(ones)) for name, fn in diffs.items()}
     rng = np.random.default_rng(seed)
@@ -98,7 +123,7 @@ def paired_bootstrap(diffs: Mapping[str, DiffFn], sizes: Mapping[str, int], obse
                for unit, names in ratios.items()}
     others = [name for name, fn in diffs.items() if not isinstance(fn, Ratio)]
     for b in range(n_boot):
-        weights = resample_weights(rng, sizes)
+        weights = resample_weights(rng, sizes, clusters)
         for unit, names in ratios.items():
             sums = weights[unit] @ stacked[unit]
             k = len(names)

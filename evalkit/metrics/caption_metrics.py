@@ -48,6 +48,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import re
@@ -135,6 +136,8 @@ class CaptionScores:
     n_images: int
     scale: str = "0-100"
     timings_s: dict[str, float] = field(default_factory=dict, compare=False)
+    # (PTB-tokenised references, tokenised predictions) by image id, for statistics over resamples
+    tokenized: tuple[dict, dict] | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,4 +713,4 @@ def score_captions(
         with sheet.timed("SPICE"):
             sheet.record("SPICE", *_spice_scores(java, gts, res, _stage_timeout(timeout_s, "SPICE", n)))
     sheet.timings["total"] = time.perf_counter() - start
-    return sheet.result(skipped)
+    return dataclasses.replace(sheet.result(skipped), tokenized=(gts, tok_preds))
