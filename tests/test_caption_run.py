@@ -78,11 +78,16 @@ def test_run_writes_a_complete_record(tiny_opt, karpathy_dir, tmp_path, capsys):
     official = json.loads((run_dir / "captions_results.json").read_text())
     assert {row["image_id"] for row in official} == {int(p["id"]) for p in predictions}
     assert "CIDEr" in out and "run.json" in out
-    # the same command again re-scores from the journal without generating
+    # the same command again returns the recorded result: nothing generated or scored, run.json untouched
+    first_bytes = (run_dir / "run.json").read_bytes()
     code, _, err = run_cli(["run", "coco-caption", "-m", str(tiny_opt), "--data", str(karpathy_dir),
                             "--results", str(results), *FAST], capsys)
+    assert code == 0 and "already complete" in err and (run_dir / "run.json").read_bytes() == first_bytes
+    # --rescore scores the journal again without generating
+    code, _, err = run_cli(["run", "coco-caption", "-m", str(tiny_opt), "--data", str(karpathy_dir),
+                            "--results", str(results), "--rescore", *FAST], capsys)
     again = json.loads((run_dir / "run.json").read_text())
-    assert code == 0 and again["counts"]["generated_this_invocation"] == 0
+    assert code == 0 and again["counts"]["generated_this_invocation"] == 0, err
     assert again["metrics"] == record["metrics"]
 
 
