@@ -88,6 +88,7 @@ class TaskKind(ABC):
     prediction_label: str = "prediction"
     shows_prompt: bool = False  # the gallery shows each sample's prompt (VQA: the question)
     breakdown_label: str = "category"  # what the report's breakdown chart splits by
+    hub_task_type: str = ""  # the task type of the hub model card's model-index (evalkit export model-index)
 
     def check_spec(self, spec) -> None:
         """Refuse, when a task file is loaded, a spec this kind cannot run."""

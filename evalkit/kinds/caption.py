@@ -20,6 +20,7 @@ class CaptionKind(GenerationKind):
 
     name = "caption"
     headline_metrics = ("BLEU-4", "CIDEr")
+    hub_task_type = "image-to-text"
     report_order = 0
     sample_score = "CIDEr"
     histogram = ScoreHistogram("{task}: per-image CIDEr", "% of images",
