@@ -10,7 +10,7 @@
 #    chromium-driver). apt-get runs directly as root, through sudo otherwise. The suite never skips a
 #    test for a missing tool: without them, those tests fail.
 # 2. Python packages: `pip install -e '.[test]'` into the active virtual environment when evalkit,
-#    pytest, pytest-xdist, selenium or evaluate cannot be imported (--pip forces it, --no-pip never runs it).
+#    pytest, pytest-xdist, selenium, evaluate, mlflow or wandb cannot be imported (--pip forces it, --no-pip never runs it).
 # 3. `python -m pytest -q -n 2 --dist loadfile "$@"` (loadfile: each test file runs on one worker, so a
 #    module-scoped fixture such as tests/test_demo_models.py's demo run happens once); its exit status is
 #    this script's.
@@ -57,7 +57,7 @@ fi
 
 # 2. evalkit with its test extras
 if [ "$pip" = auto ]; then
-  if "$python" -c "import evalkit, pytest, xdist, selenium, evaluate" >/dev/null 2>&1; then pip=0; else pip=1; fi
+  if "$python" -c "import evalkit, pytest, xdist, selenium, evaluate, mlflow, wandb" >/dev/null 2>&1; then pip=0; else pip=1; fi
 fi
 if [ "$pip" = 1 ]; then
   if ! "$python" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)"; then

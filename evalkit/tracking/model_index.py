@@ -2,7 +2,7 @@
 
 Each headline metric of each run becomes one ``EvalResult``: the kind's hub task type, the dataset (hub id and
 revision when the run read a hub dataset, else the task name and the sha256 of the data read), the split, the
-metric and its value, and the protocol (name and fingerprint) as the source description. Merging into an existing
+metric and its value, and the protocol (name and fingerprint as the metric's configuration, every field as its arguments). Merging into an existing
 card replaces only the results of the same task, dataset, split and metric; the card's text and other metadata are
 kept as they were.
 """
@@ -27,10 +27,12 @@ def eval_results(run: RunInfo, allow_non_reportable: bool = False) -> list:
     record, kind = run.record, run.task_kind
     data = record.get("data") or {}
     evalkit_version = (record.get("provenance") or {}).get("evalkit_version", "")
-    source = (f"evalkit {evalkit_version}, protocol {record['protocol'].get('name', 'default')} "
-              f"{run.fingerprint[:12]}, run {run.run_id}")
+    # The protocol is the metric's configuration: huggingface_hub accepts a source_name only with a source_url,
+    # and a local run has no public URL.
+    setting = (f"evalkit {evalkit_version} protocol {record['protocol'].get('name', 'default')} "
+               f"{run.fingerprint[:12]}, run {run.run_id}")
     if not run.reportable:
-        source += f" (NOT REPORTABLE: {'; '.join(run.not_reportable_reasons)})"
+        setting += f" (NOT REPORTABLE: {'; '.join(run.not_reportable_reasons)})"
     results = []
     for metric in kind.headline_metrics:
         if metric not in run.metrics:
@@ -38,7 +40,8 @@ def eval_results(run: RunInfo, allow_non_reportable: bool = False) -> list:
         results.append(EvalResult(
             task_type=kind.hub_task_type, task_name=run.task, dataset_type=str(data.get("dataset_id") or run.task),
             dataset_name=run.task, dataset_split=run.split or None, dataset_revision=_data_revision(record),
-            metric_type=metric.lower(), metric_name=metric, metric_value=run.metrics[metric], source_name=source))
+            metric_type=metric.lower(), metric_name=metric, metric_value=run.metrics[metric], metric_config=setting,
+            metric_args={"protocol_fingerprint": run.fingerprint, **(record.get("protocol") or {})}))
     return results
 
 

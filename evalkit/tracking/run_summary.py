@@ -62,11 +62,11 @@ def _params(record: dict) -> dict[str, str]:
 
 def _metrics(record: dict) -> dict[str, float]:
     """Every metric of run.json (headline and breakdowns such as accuracy/yes/no), with its standard error as
-    ``NAME/stderr`` where run.json carries one; a NaN or missing value is left out (trackers reject NaN)."""
+    ``NAME/std_error`` where run.json carries one; a NaN or missing value is left out (trackers reject NaN)."""
     out = {}
     for name, metric in (record.get("metrics") or {}).items():
         metric = metric if isinstance(metric, dict) else {"value": metric}
-        for suffix, value in (("", metric.get("value")), ("/stderr", metric.get("stderr"))):
+        for suffix, value in (("", metric.get("value")), ("/std_error", metric.get("std_error"))):
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 out[name + suffix] = float(value)
     counts = record.get("counts") or {}
