@@ -264,7 +264,8 @@ def test_model_index_export_round_trips_through_huggingface_hub(logged_run, tmp_
     assert result.dataset_revision == record["journal_header"]["data"]
     assert record["protocol_fingerprint"][:12] in result.metric_config
     assert record["protocol"]["name"] in result.metric_config
-    assert result.metric_args == {"protocol_fingerprint": record["protocol_fingerprint"], **record["protocol"]}
+    protocol_set = {k: v for k, v in record["protocol"].items() if v is not None}  # unset = the task's default
+    assert result.metric_args == {"protocol_fingerprint": record["protocol_fingerprint"], **protocol_set}
 
 
 def test_model_index_refuses_a_non_reportable_run_unless_allowed(logged_run, tmp_path):
@@ -277,7 +278,13 @@ def test_model_index_refuses_a_non_reportable_run_unless_allowed(logged_run, tmp
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "--allow-non-reportable" in done.stderr and str(run_dir) in done.stderr
     done = evalkit("export", "model-index", str(run_dir), "--allow-non-reportable")
-    assert done.returncode == 0 and "NOT REPORTABLE: --limit 12: a subset" in done.stdout
+    assert done.returncode == 0, done.stderr
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(done.stdout)
+    (result,) = card.data.eval_results
+    assert result.metric_config.endswith("(NOT REPORTABLE: --limit 12: a subset)")
+    assert card.text.startswith("\n# blip2-tiny-opt") and "---" not in card.text
 
 
 def test_unknown_or_missing_tracker_is_one_line_before_anything_runs(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from pathlib import Path
 from evalkit.analysis.results_index import RunInfo, load_run
 from evalkit.core.errors import EvalkitError
 
-NEW_CARD = "---\n---\n\n# {model}\n\nEvaluation results below were measured with evalkit.\n"
+NEW_CARD = "# {model}\n\nEvaluation results below were measured with evalkit.\n"
 
 
 def eval_results(run: RunInfo, allow_non_reportable: bool = False) -> list:
@@ -41,8 +41,15 @@ def eval_results(run: RunInfo, allow_non_reportable: bool = False) -> list:
             task_type=kind.hub_task_type, task_name=run.task, dataset_type=str(data.get("dataset_id") or run.task),
             dataset_name=run.task, dataset_split=run.split or None, dataset_revision=_data_revision(record),
             metric_type=metric.lower(), metric_name=metric, metric_value=run.metrics[metric], metric_config=setting,
-            metric_args={"protocol_fingerprint": run.fingerprint, **(record.get("protocol") or {})}))
+            metric_args=_protocol_args(run)))
     return results
+
+
+def _protocol_args(run: RunInfo) -> dict:
+    """The protocol's fields with its fingerprint; unset fields (null: the task's default) are left out, as the
+    card's YAML drops them."""
+    fields = {"protocol_fingerprint": run.fingerprint, **(run.record.get("protocol") or {})}
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _data_revision(record: dict) -> str | None:
