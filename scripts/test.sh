@@ -10,8 +10,8 @@
 #    browser tests (chromium, chromium-driver). apt-get runs directly as root, through sudo otherwise.
 #    The suite never skips a test for a missing tool: without them, those tests fail.
 # 2. Python packages: `pip install -e '.[test]'` into the active virtual environment when evalkit,
-#    pytest, pytest-xdist, selenium, evaluate or gradio (the serve extra, part of the test extra) cannot be
-#    imported (--pip forces it, --no-pip never runs it).
+#    pytest, pytest-xdist, selenium, evaluate, gradio (the serve extra), mlflow or wandb (the tracker extras;
+#    all part of the test extra) cannot be imported (--pip forces it, --no-pip never runs it).
 #    Then the side environment of the LAVIS parity harness (scripts/lavis_env.sh) when it is missing or
 #    stale (--no-pip skips it too; the harness test then makes it itself).
 # 3. `python -m pytest -q -n 2 --dist loadfile "$@"` (loadfile: each test file runs on one worker, so a
@@ -61,7 +61,7 @@ fi
 
 # 2. evalkit with its test extras
 if [ "$pip" = auto ]; then
-  if "$python" -c "import evalkit, pytest, xdist, selenium, evaluate, gradio, gradio_client" >/dev/null 2>&1; then pip=0; else pip=1; fi
+  if "$python" -c "import evalkit, pytest, xdist, selenium, evaluate, gradio, gradio_client, mlflow, wandb" >/dev/null 2>&1; then pip=0; else pip=1; fi
 fi
 if [ "$pip" = 1 ]; then
   if ! "$python" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)"; then

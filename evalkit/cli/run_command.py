@@ -77,6 +77,8 @@ def run(
                                                      "on the GPU (pixels within 1-2 levels; not reportable)"),
     skip_bad_images: bool = typer.Option(False, help="record missing/undecodable images as failed and go on"),
     include_path: List[str] = typer.Option([], help="folder of extra task files (repeatable)"),
+    log_to: List[str] = typer.Option([], "--log-to", help="also log the finished run to mlflow or wandb "
+                                                         "(repeatable; needs the extra of that name)"),
     quiet: bool = QUIET,
     json_out: bool = typer.Option(False, "--json", help="print run.json instead of a table"),
 ) -> None:
@@ -85,9 +87,31 @@ def run(
     With several tasks or models (comma-separated), run every task with every model, each cell its own
     resumable run, and end with a model x task table and the cells that failed."""
     options, cells = checked_run_options(dict(locals()))
+    trackers = checked_trackers(log_to)
     if cells:
-        raise typer.Exit(run_and_print_sweep(cells, options, json_out))
-    run_and_print_task(options, json_out)
+        raise typer.Exit(run_and_print_sweep(cells, options, json_out, trackers))
+    run_and_print_task(options, json_out, trackers)
+
+
+def checked_trackers(names: list[str]) -> list[str]:
+    """--log-to: known trackers whose package is installed, checked before anything runs."""
+    if not names:
+        return []
+    from evalkit.tracking.log_runs import check_trackers
+
+    return check_trackers(names)
+
+
+def log_finished_run(run_dir: Path, trackers: list[str]) -> dict:
+    """Log a finished run to its trackers; a tracker's failure is a warning line (and in run.json), never the
+    run's. Returns the record as it is now on disk (with its ``tracking`` section)."""
+    from evalkit.tracking.log_runs import failure_lines, log_run
+
+    log_run(run_dir, trackers)
+    record = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    for line in failure_lines(Path(run_dir), record.get("tracking") or {}):
+        print(f"warning: {line}", file=sys.stderr)
+    return record
 
 
 def checked_run_options(flags: dict) -> tuple:
@@ -123,17 +147,19 @@ def flag_overrides(flag: SimpleNamespace) -> dict:
                               rerank=False if flag.no_rerank else None)
 
 
-def run_and_print_task(options, json_out: bool) -> None:
-    """Run one task with one model and print its run.json (--json) or a table of its metrics."""
+def run_and_print_task(options, json_out: bool, trackers: list[str] = ()) -> None:
+    """Run one task with one model, log it to ``trackers``, and print its run.json (--json) or a table of its
+    metrics."""
     from evalkit.engine.evaluate import run_task
 
     outcome = run_task(options)
     if outcome.reused:
         print_reused(outcome.run_dir)
+    record = log_finished_run(outcome.run_dir, list(trackers)) if trackers else outcome.record
     if json_out:
-        print(json.dumps(outcome.record, indent=2))
+        print(json.dumps(record, indent=2))
         return
-    print_run_summary(outcome.record, outcome.run_dir)
+    print_run_summary(record, outcome.run_dir)
 
 
 def resolve_task_and_model(task: str, model: str | None, include_path: list[str]):
@@ -153,11 +179,13 @@ def resolve_task_and_model(task: str, model: str | None, include_path: list[str]
     return task, model, []
 
 
-def run_and_print_sweep(cells, options, json_out: bool) -> int:
-    """Run every cell, print the table (or JSON), and return the sweep's exit code."""
+def run_and_print_sweep(cells, options, json_out: bool, trackers: list[str] = ()) -> int:
+    """Run every cell (each logged to ``trackers`` when it succeeds), print the table (or JSON), and return the
+    sweep's exit code."""
     from evalkit.cli.sweep import print_sweep, run_sweep, sweep_exit_code, sweep_json
 
-    swept = run_sweep(cells, options)
+    after_cell = (lambda run_dir: log_finished_run(run_dir, list(trackers))) if trackers else None
+    swept = run_sweep(cells, options, after_cell)
     if json_out:
         print(json.dumps(sweep_json(swept), indent=2))
         return sweep_exit_code(swept)

@@ -58,8 +58,9 @@ def plan_sweep(tasks: list[str], models: list[str], include_paths: list[str]) ->
     return cells
 
 
-def run_sweep(cells: list[tuple[str, str, SweepCell]], options: RunOptions) -> list[SweepCell]:
-    """Run every cell with ``options`` (task and model replaced); a failing cell is recorded, not raised."""
+def run_sweep(cells: list[tuple[str, str, SweepCell]], options: RunOptions, after_cell=None) -> list[SweepCell]:
+    """Run every cell with ``options`` (task and model replaced); a failing cell is recorded, not raised.
+    ``after_cell(run_dir)``, when given, runs after each successful cell and returns its record as it is then."""
     from evalkit.engine.evaluate import run_task
 
     console = Console(stderr=True)  # progress; stdout keeps the table (or --json)
@@ -76,7 +77,8 @@ def run_sweep(cells: list[tuple[str, str, SweepCell]], options: RunOptions) -> l
                 raise
             cell = replace(planned, error=_one_line(f"internal error: {type(err).__name__}: {err}"), exit_code=1)
         else:
-            cell = replace(planned, run_dir=outcome.run_dir, record=outcome.record)
+            record = after_cell(outcome.run_dir) if after_cell else outcome.record
+            cell = replace(planned, run_dir=outcome.run_dir, record=record)
         status = f"[red]failed[/red]: {escape(cell.error)}" if cell.exit_code else f"ok · {escape(str(cell.run_dir))}"
         console.print(rf"\[{n}/{len(cells)}] {task} · {escape(cell.model)}: {status}", highlight=False, soft_wrap=True)
         results.append(cell)

@@ -101,6 +101,7 @@ class TaskKind(ABC):
     # gets their clustered standard error, and compare/report re-compute them from sample_scores.jsonl
     sample_mean_metrics: tuple[str, ...] = ()
     sample_mean_scale: float = 1.0
+    hub_task_type: str = ""  # the task type of the hub model card's model-index (evalkit export model-index)
 
     def check_spec(self, spec) -> None:
         """Refuse, when a task file is loaded, a spec this kind cannot run."""

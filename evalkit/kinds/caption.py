@@ -20,6 +20,7 @@ class CaptionKind(GenerationKind):
 
     name = "caption"
     headline_metrics = ("BLEU-4", "CIDEr")
+    hub_task_type = "image-to-text"
     report_order = 0
     sample_score = "CIDEr"
     # pycocoevalcap's corpus ROUGE-L, CIDEr and SPICE are the mean of the per-image scores

@@ -38,6 +38,7 @@ class NormalizedExactMatchKind(GenerationKind):
 
     name = "normalized-exact-match"
     headline_metrics = ("accuracy",)
+    hub_task_type = "visual-question-answering"
     report_order = 2
     sample_score = "accuracy"
     sample_mean_metrics = ("accuracy",)

@@ -29,6 +29,7 @@ class RetrievalKind(TaskKind):
     model_families = ("itm",)
     protocol_type = RetrievalProtocol
     headline_metrics = ("txt_r1", "img_r1", "r_mean")
+    hub_task_type = "image-text-retrieval"
     report_order = 2
     sample_score = "text_rank"
     sample_score_prefix = "image:"

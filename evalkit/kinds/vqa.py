@@ -23,6 +23,7 @@ class VqaKind(GenerationKind):
 
     name = "vqa"
     headline_metrics = ("accuracy",)
+    hub_task_type = "visual-question-answering"
     report_order = 1
     sample_score = "accuracy"
     sample_mean_metrics = ("accuracy",)  # round(mean of the per-question accuracies, 2)
