@@ -66,10 +66,10 @@ def _add_closest_name(err: Exception) -> None:
 def _register_commands() -> None:
     from evalkit.cli import ask_command, caption_command, chat_command, demo_command, list_commands, \
         report_commands, run_command, score_commands
-    from evalkit.cli import bench_command
+    from evalkit.cli import bench_command, doctor_command
 
     for module in (run_command, demo_command, list_commands, score_commands, report_commands, caption_command,
-                   ask_command, chat_command, bench_command):
+                   ask_command, chat_command, bench_command, doctor_command):
         module.register(app)
 
 

@@ -120,6 +120,7 @@ def _runtime_section(*, stats, device, dtype, checkpoint, options, image_size, w
         "attn_implementation": attention_kernels(checkpoint.model) if checkpoint else None,
         "kv_cache": resolve_kv_cache(getattr(options, "kv_cache", "auto"), device),
         "beam_length_normalisation": beam_length_normalisation(),
+        "t5_output_scaling": getattr(checkpoint, "t5_output_scaling", None) if checkpoint else None,
     }
 
 
