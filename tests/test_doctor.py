@@ -113,7 +113,8 @@ def test_unreadable_golden_file_is_one_problem(tmp_path, capsys):
 
 
 def test_known_bad_transformers_is_a_problem(monkeypatch, capsys):
-    from evalkit.doctor import checkup, known_breakages
+    from evalkit.doctor import checkup
+    from evalkit.models import known_breakages
 
     assert [b.evidence for b in known_breakages.breakages_for("4.52.2")] == \
         ["https://github.com/huggingface/transformers/issues/38858"]
@@ -190,3 +191,17 @@ def test_all_well_without_golden_exits_0(capsys):
     code, out, _ = run_cli(["doctor", "--no-golden"], capsys)
     assert code == 0, out
     assert out.rstrip().endswith("all well")
+
+
+def test_run_on_a_known_bad_transformers_is_not_reportable(tmp_path, monkeypatch):
+    from evalkit.core.run_options import RunOptions
+    from evalkit.engine import run_record
+    from evalkit.engine.evaluate import run_task
+    from evalkit.models import known_breakages
+
+    monkeypatch.setattr(run_record, "breakage_reasons", lambda: known_breakages.breakage_reasons("4.52.4"))
+    record = run_task(RunOptions(task="shapes-vqa", model="blip2-tiny-opt", results_dir=tmp_path, limit=2,
+                                 device="cpu", show_progress=False)).record
+    assert record["reportable"] is False
+    assert any(reason.startswith("transformers 4.52.4 is known to break BLIP-2") and "issues/38858" in reason
+               for reason in record["not_reportable_reasons"])

@@ -40,7 +40,7 @@ def run_checkup(models: list[str], golden_file: Path | None = None, golden: bool
 
 
 def _versions(checkup: Checkup, installed: str | None) -> None:
-    from evalkit.doctor.known_breakages import KNOWN_BREAKAGES, breakages_for, declared_range, in_declared_range
+    from evalkit.models.known_breakages import KNOWN_BREAKAGES, breakages_for, declared_range, in_declared_range
 
     declared = declared_range()
     lines = [f"  evalkit declares transformers{declared or ' (no range found)'}; measured: docs/COMPATIBILITY.md"]

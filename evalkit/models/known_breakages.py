@@ -35,6 +35,15 @@ def breakages_for(installed: str) -> list[Breakage]:
     return [b for b in KNOWN_BREAKAGES if Version(installed) in SpecifierSet(b.versions)]
 
 
+def breakage_reasons(installed: str | None = None) -> list[str]:
+    """run.json's not-reportable reasons for the installed transformers: one per known breakage it matches."""
+    from importlib.metadata import version
+
+    installed = installed or version("transformers")
+    return [f"transformers {installed} is known to break BLIP-2: {b.what} [{b.evidence}]"
+            for b in breakages_for(installed)]
+
+
 def declared_range() -> str | None:
     """The transformers specifier evalkit's installed metadata declares (pyproject.toml), e.g. '>=4.50,<=5.25'."""
     from importlib.metadata import PackageNotFoundError, requires
