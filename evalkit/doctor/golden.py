@@ -3,7 +3,7 @@
 The same weights, protocol and images must give the same answers under every supported torch and transformers;
 a library upgrade that changes one shows here first. The slice runs through `evalkit run` itself (the real
 loader, runner and journal, on CPU, into a temporary folder): captions and VQA answers of both generators,
-chat answers, and the ITM model's retrieval ranks. `python -m evalkit.doctor.golden --write` makes the file
+chat answers, and the ITM model's retrieval rankings (each query's top 5). `python -m evalkit.doctor.golden --write` makes the file
 (once, with the versions recorded in it); `python -m evalkit.doctor.golden` checks and prints JSON.
 """
 
@@ -24,6 +24,7 @@ GOLDEN_RUNS = [  # (task, model, --limit): the first samples of the shapes test 
     ("shapes-chat", "blip2-tiny-opt", 16), ("shapes-chat", "blip2-tiny-t5", 16),
     ("shapes-retrieval", "blip2-tiny-itm", 12),
 ]
+TOP_K = 5  # retrieval: the top 5 matches of each query are recorded, in order
 BATCH_SIZE = 8  # answers do not depend on it (tests/test_batch_plan.py)
 
 
@@ -47,8 +48,7 @@ def run_key(task: str, model: str) -> str:
 
 
 def compute_answers(results_dir: Path) -> dict[str, dict[str, object]]:
-    """{task/model: {sample id: answer}} for every golden run (retrieval: each query's rank of its first right match,
-    0 = first). The runs go through `evalkit run`'s own steps up to the predictions, without the caption scorer's
+    """{task/model: {sample id: answer}} for every golden run (retrieval: each query's top matches, best first). The runs go through `evalkit run`'s own steps up to the predictions, without the caption scorer's
     Java (minutes of CPU that moves no answer)."""
     from evalkit.core.run_options import RunOptions
 
@@ -69,13 +69,23 @@ def _answers_of_run(options) -> dict[str, object]:
     with journal.locked(wait=False):
         job = run_job(prepared, journal, open_journal(prepared, journal))
         output = prepared.task.kind.run(job)
-    if prepared.task.kind.model_kind == "retrieval":  # the ranks are what the scorer computes from the matrices
-        per_sample = prepared.task.kind.score(job, output).per_sample
-        return {query: int(scores.get("text_rank", scores.get("image_rank")))
-                for query, scores in per_sample.items()}
+    if prepared.task.kind.model_kind == "retrieval":
+        return _rankings(prepared.sample_set.samples, output.artifacts["i2t"], output.artifacts["t2i"])
     rows = [json.loads(line) for line in (prepared.run_dir / "predictions.jsonl").read_text().splitlines()
             if line.strip()]
     return {str(row["id"]): row["prediction"] for row in rows}
+
+
+def _rankings(images, i2t, t2i) -> dict[str, list[int]]:
+    """Each image query's top captions and each caption query's top images (indices, best first): a re-ordering
+    shows even where every right match stays first."""
+    import numpy as np
+
+    answers = {f"image:{s.id}": [int(j) for j in np.argsort(-np.asarray(i2t[i]), kind="stable")[:TOP_K]]
+               for i, s in enumerate(images)}
+    answers.update({f"text:{j}": [int(i) for i in np.argsort(-np.asarray(row), kind="stable")[:TOP_K]]
+                    for j, row in enumerate(t2i)})
+    return answers
 
 
 def installed_versions() -> dict[str, str]:
@@ -136,7 +146,7 @@ def write_golden(path: Path = GOLDEN_FILE) -> dict:
     with tempfile.TemporaryDirectory(prefix="evalkit-golden-") as tmp:
         answers = compute_answers(Path(tmp))
     golden = {"about": "bundled tiny models' answers on the first samples of the shapes test split "
-                       "(evalkit.doctor.golden); retrieval: rank of the first right match per query",
+                       "(evalkit.doctor.golden); retrieval: the top 5 matches of each query, best first",
               "made_with": installed_versions(), "runs": [list(run) for run in GOLDEN_RUNS],
               "answers": answers}
     write_json_atomic(Path(path), golden)
