@@ -125,7 +125,10 @@ def test_known_bad_transformers_is_a_problem(monkeypatch, capsys):
     code, out, _ = run_cli(["doctor", "--no-golden"], capsys)
     assert code == 1
     assert "problem: transformers 4.52.2 is known to break BLIP-2" in out and "issues/38858" in out
-    assert "problem: transformers 4.52.2 is outside the range evalkit supports" in out
+    monkeypatch.setattr(checkup, "_versions", lambda found, installed: real(found, "4.30.0"))
+    code, out, _ = run_cli(["doctor", "--no-golden"], capsys)
+    assert code == 1
+    assert "problem: transformers 4.30.0 is outside the range evalkit supports (transformers>=" in out
 
 
 def _snapshot(cache: Path, kind: str, repo: str, sha: str, files: dict[str, bytes], ref: str | None = None) -> Path:
