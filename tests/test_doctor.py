@@ -170,7 +170,8 @@ def test_hub_cache_states_per_task_and_model(empty_hub_cache, capsys):
     assert code == 1
     assert f"  vqav2: {vqav2.repo_id}@{vqav2.revision[:12]} (val): complete" in out
     assert f"  okvqa: {okvqa.repo_id}@{okvqa.revision[:12]} (val): incomplete (1 download cut short" in out
-    assert "  gqa: lmms-lab-encoder/GQA@" in out and "(testdev): missing (lmms-lab-encoder/GQA is not in the cache)" in out
+    assert "  gqa: lmms-lab-encoder/GQA@" in out
+    assert "(testdev): missing (lmms-lab-encoder/GQA is not in the cache)" in out
     assert "  blip2-flan-t5-xl: Salesforce/blip2-flan-t5-xl: complete" in out
     assert "  blip2-opt-2.7b: Salesforce/blip2-opt-2.7b: incomplete (shard model-00002-of-00002.safetensors missing)" \
         in out

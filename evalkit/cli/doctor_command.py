@@ -14,7 +14,8 @@ import typer
 
 def doctor(
     model: List[str] = typer.Option([], "--model", help="also check this checkpoint is in the hub cache (repeatable)"),
-    golden: bool = typer.Option(True, "--golden/--no-golden", help="run the golden check (about 20-40 s on CPU)"),
+    golden: bool = typer.Option(True, "--golden/--no-golden",
+                                help="run the golden check (7 short runs of the bundled tiny models, on CPU)"),
     golden_file: Optional[Path] = typer.Option(None, "--golden-file", hidden=True,
                                                help="golden answers to check against (default: the shipped file)"),
 ) -> None:

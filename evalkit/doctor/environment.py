@@ -1,4 +1,5 @@
-"""What `evalkit doctor` reports about the installation: Python, torch, transformers, accelerate, GPUs, Java, hub cache."""
+"""What `evalkit doctor` reports about the installation: Python, torch, transformers, accelerate, GPUs, Java,
+hub cache."""
 
 from __future__ import annotations
 

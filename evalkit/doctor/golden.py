@@ -1,10 +1,10 @@
 """Golden answers: the bundled tiny models' answers on a fixed slice of the shapes split, shipped with the package.
 
 The same weights, protocol and images must give the same answers under every supported torch and transformers;
-a library upgrade that changes one shows here first. The slice runs through `evalkit run` itself (the real
-loader, runner and journal, on CPU, into a temporary folder): captions and VQA answers of both generators,
-chat answers, and the ITM model's retrieval rankings (each query's top 5). `python -m evalkit.doctor.golden --write` makes the file
-(once, with the versions recorded in it); `python -m evalkit.doctor.golden` checks and prints JSON.
+a library upgrade that changes one shows here first. The slice runs through `evalkit run`'s own steps (the real
+loader, runner and journal, on CPU, into a temporary folder): captions and VQA answers of both generators, chat
+answers, and the ITM model's retrieval rankings (each query's top 5). `python -m evalkit.doctor.golden --write`
+makes the file (once, with the versions recorded in it); `python -m evalkit.doctor.golden` checks and prints JSON.
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ def run_key(task: str, model: str) -> str:
 
 
 def compute_answers(results_dir: Path) -> dict[str, dict[str, object]]:
-    """{task/model: {sample id: answer}} for every golden run (retrieval: each query's top matches, best first). The runs go through `evalkit run`'s own steps up to the predictions, without the caption scorer's
-    Java (minutes of CPU that moves no answer)."""
+    """{task/model: {sample id: answer}} for every golden run (retrieval: each query's top matches, best first).
+
+    The runs go through `evalkit run`'s own steps up to the predictions, without the caption scorer's Java (minutes
+    of CPU that move no answer)."""
     from evalkit.core.run_options import RunOptions
 
     answers = {}

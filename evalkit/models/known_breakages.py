@@ -21,9 +21,6 @@ KNOWN_BREAKAGES = (
     Breakage(">=4.45,<4.46", "expanding the image tokens in the processor breaks BLIP-2 batched generation "
              "(reported on 4.45.2)",
              "https://github.com/huggingface/transformers/issues/34223"),
-    Breakage("<4.46", "evalkit's bundled checkpoints (processor_config.json as transformers 5 writes it) fail to "
-             "load: Blip2Processor.__init__() got multiple values for argument 'image_processor'",
-             "docs/COMPATIBILITY.md (scripts/compat_sweep.py)"),
 )
 
 
