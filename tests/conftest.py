@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(2)
+# evalkit's own cache (the hub blobs it verified, evalkit.data.hub_snapshot): one per test session, not the user's
+os.environ["EVALKIT_CACHE"] = tempfile.mkdtemp(prefix="evalkit-test-cache-")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COCO_FIXTURE = FIXTURES / "coco_val2017"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, run_cli
+from evalkit.core.sample_set import file_sha256
 from evalkit.data.data_arg import parse_data_arg
 from evalkit.data.gqa_datasets import load_gqa_set
 from evalkit.kinds.normalized_exact_match import exact_match, lavis_normalised
@@ -53,7 +54,7 @@ def test_questions_join_images_on_image_id(offline):
     assert samples[0].image == samples[1].image != samples[2].image and samples[0].references == ("yes",)
     identity = sample_set.identity
     assert identity["config"] == "testdev_balanced_instructions" and identity["hub_split"] == "testdev"
-    assert identity["images"]["config"] == "testdev_balanced_images" and identity["n_images"] == 2
+    assert identity["image_files"]["config"] == "testdev_balanced_images" and identity["n_images"] == 2
     assert sample_set.images.open(samples[2].image).mode == "RGB"
 
 
@@ -63,6 +64,13 @@ def test_gqa_runs_with_only_model_offline(offline, tiny_t5, tmp_path, capsys):
     (run_json,) = tmp_path.glob("*/gqa/*/run.json")
     record = json.loads(run_json.read_text())
     assert record["task"]["kind"] == "normalized-exact-match" and record["data"]["resolved_revision"] == HUB.revision
+    # run.json keeps the images config's files and etags beside the ledger digest of the images used
+    images_config = record["data"]["image_files"]
+    snapshot = offline / "hub" / "datasets--lmms-lab-encoder--GQA" / "snapshots" / HUB.revision
+    image_file = "testdev_balanced_images/testdev-00000-of-00001.parquet"
+    assert images_config["config"] == "testdev_balanced_images" and images_config["resolved_revision"] == HUB.revision
+    assert images_config["files"] == {image_file: file_sha256(snapshot / image_file)}
+    assert record["data"]["images"]["count"] == 2 and record["data"]["images"]["not_hashed"] == 0
     lines = [json.loads(l) for l in (run_json.parent / "predictions.jsonl").read_text().splitlines()]
     expected = 100.0 * sum(lavis_normalised(l["prediction"]) == l["references"][0] for l in lines) / len(lines)
     assert record["metrics"]["accuracy"]["value"] == pytest.approx(expected)

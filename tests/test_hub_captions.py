@@ -50,6 +50,7 @@ def test_coco_ids_come_from_the_file_names(offline):
     assert [s.id for s in sample_set.samples] == [str(coco_id(i)) for i in range(4)]
     assert len(sample_set.samples[0].references) == 5
     assert sample_set.identity["config"] == "TEST" and sample_set.identity["id_column"] == "filename"
+    assert sample_set.identity["hub_split"] == "test"  # TEST/test/0000.parquet: the split is the folder
     assert sample_set.images.open(sample_set.samples[0].image).mode == "RGB"
 
 

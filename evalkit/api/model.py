@@ -133,7 +133,7 @@ class Model:
             prompt_variant = "none"
         protocol = self.protocol("caption", prompt, prompt_variant, **overrides)
         inputs = images if isinstance(images, ImageInputs) else resolve_images(images, notice or log.warning,
-                                                                                url_timeout_s)
+                                                                                url_timeout_s, skip_bad_images)
         samples = [Sample(id=str(n), image=key) for n, key in enumerate(inputs.keys)]
         predictions = self._generate(samples, inputs.source, protocol, batch_size, skip_bad_images, progress,
                                      "caption")
@@ -152,7 +152,7 @@ class Model:
         """
         questions = [questions] if isinstance(questions, str) else list(questions)
         inputs = images if isinstance(images, ImageInputs) else resolve_images(images, notice or log.warning,
-                                                                                url_timeout_s)
+                                                                                url_timeout_s, skip_bad_images)
         pairs = [(key, question) for key in inputs.keys for question in questions]
         return self._ask(pairs, inputs.source, prompt, prompt_variant, batch_size, skip_bad_images, progress,
                          overrides)
@@ -163,7 +163,7 @@ class Model:
                  **overrides: Any) -> list[Answer]:
         """The i-th question asked of the i-th image (one image each: a file, URL or PIL image, or
         :func:`~evalkit.api.image_inputs.resolve_each`'s result); records in that order."""
-        inputs = images if isinstance(images, ImageInputs) else resolve_each(images, url_timeout_s)
+        inputs = images if isinstance(images, ImageInputs) else resolve_each(images, url_timeout_s, skip_bad_images)
         questions = [questions] if isinstance(questions, str) else list(questions)
         if len(inputs.keys) != len(questions):
             raise EvalkitError(f"{len(inputs.keys)} images but {len(questions)} questions; ask_each pairs them")

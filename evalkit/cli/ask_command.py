@@ -43,7 +43,8 @@ def ask(
                       length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size)
     common = dict(prompt=prompt, prompt_variant=prompt_variant, skip_bad_images=skip_bad_images,
                   progress=show_progress(quiet), **flags)
-    inputs, asked, one_each = _inputs_and_questions(image, questions, questions_file, url_timeout)
+    inputs, asked, one_each = _inputs_and_questions(image, questions, questions_file, url_timeout,
+                                                     skip_bad_images)
     loaded = load_model(model, "ask", device, dtype, batch_size)
     records = (loaded.ask_each if one_each else loaded.ask)(inputs, asked, **common)
     write_jsonl(jsonl, records)
@@ -52,7 +53,7 @@ def ask(
 
 
 def _inputs_and_questions(image: Optional[str], questions: Optional[List[str]], questions_file: Optional[Path],
-                          url_timeout: float) -> tuple:
+                          url_timeout: float, skip_bad_images: bool = False) -> tuple:
     """The resolved images, the questions, and whether each question goes with its own image (--questions)
     rather than every question with every image; bad input fails here, before the model loads."""
     from evalkit.api.image_inputs import resolve_each, resolve_images
@@ -62,11 +63,11 @@ def _inputs_and_questions(image: Optional[str], questions: Optional[List[str]], 
         if image is not None:
             raise EvalkitError("give IMAGE QUESTION... or --questions FILE.jsonl, not both")
         pairs = read_questions_file(questions_file)
-        return resolve_each([image for image, _ in pairs], url_timeout), [question for _, question in pairs], True
+        return resolve_each([image for image, _ in pairs], url_timeout, skip_bad_images), [question for _, question in pairs], True
     if image is None or not questions:
         raise EvalkitError('give an image and at least one question (evalkit ask photo.jpg "what is this?"), '
                            "or --questions FILE.jsonl")
-    return resolve_images(image, notice, url_timeout), questions, False
+    return resolve_images(image, notice, url_timeout, skip_bad_images), questions, False
 
 
 def _print_answers(model_name: str, records: list) -> None:

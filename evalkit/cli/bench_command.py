@@ -52,6 +52,7 @@ def bench(
     from evalkit.models.image_preprocessing import IMAGE_PIPELINES
     from evalkit.models.loading import ATTN_IMPLEMENTATIONS
 
+    _check_positive(max_new_tokens=max_new_tokens, image_size=image_size)
     if task == "retrieval":
         return _bench_retrieval(model, random_weights, tiny, device, dtype, image_size, num_samples, k, batch_size)
     tasks = _choices("bench task", task, tuple(TASKS))
@@ -61,6 +62,7 @@ def bench(
     sorting = [choice == "on" for choice in _choices("--length-sort value", length_sort, ("on", "off"))]
     size = _batch_size(batch_size)
     checkpoint = _checkpoint(model, random_weights, tiny, device, dtype, image_size)
+    _check_patch(checkpoint, image_size)
     results = []
     for kernel in kernels:
         checkpoint.model.set_attn_implementation(kernel)
@@ -79,10 +81,26 @@ def _bench_retrieval(model: str, random_weights: bool, tiny: bool, device: str, 
 
     size = _batch_size(batch_size)
     checkpoint = _checkpoint(model, random_weights, tiny, device, dtype, image_size, family="itm")
+    _check_patch(checkpoint, image_size)
     if checkpoint.entry.family != "itm":
         raise EvalkitError(f"--task retrieval needs an ITM model (e.g. blip2-itm-vit-g), not {checkpoint.entry.name}")
     result = run_retrieval_bench(checkpoint, num_images, k=k, image_size=image_size, batch_size=size)
     typer.echo(json.dumps(result, indent=1))
+
+
+def _check_positive(**values: Optional[int]) -> None:
+    """--max-new-tokens and --image-size, when given, are at least 1 (0 is not "the default"): a one-line error."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise EvalkitError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+
+
+def _check_patch(checkpoint, image_size: Optional[int]) -> None:
+    """An --image-size smaller than one ViT patch has nothing to embed: refused as `evalkit run` refuses it."""
+    patch = getattr(getattr(checkpoint.model.config, "vision_config", None), "patch_size", None)
+    if image_size is not None and patch and image_size < patch:
+        raise EvalkitError(f"--image-size {image_size} is smaller than one vision patch of {checkpoint.entry.name} "
+                           f"({patch} px)")
 
 
 def _batch_size(value: str) -> Optional[int]:

@@ -79,7 +79,7 @@ def caption(
 
     flags = protocol_overrides(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                       length_penalty=length_penalty, repetition_penalty=repetition_penalty, image_size=image_size)
-    inputs = resolve_images(images, notice, url_timeout)  # bad input fails before the model loads
+    inputs = resolve_images(images, notice, url_timeout, skip_bad_images)  # bad input fails before the model loads
     loaded = load_model(model, "caption", device, dtype, batch_size)
     records = loaded.caption(inputs, prompt, prompt_variant=prompt_variant, skip_bad_images=skip_bad_images,
                              progress=show_progress(quiet), **flags)

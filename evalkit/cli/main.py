@@ -41,7 +41,8 @@ def main() -> None:
             sys.exit(1)
         if os.environ.get("EVALKIT_DEBUG"):
             raise
-        err_console.print(f"[red]internal error:[/red] {type(err).__name__}: {err} "
+        # escaped: a message may hold rich markup look-alikes ('[/…]' in every gloo error, a folder named 'ro[/x]')
+        err_console.print(f"[red]internal error:[/red] {escape(f'{type(err).__name__}: {err}')} "
                           "(set EVALKIT_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
 

@@ -73,6 +73,13 @@ class GenerationProtocol(_ProtocolFields):
     max_context_tokens: int = 512
 
     def __post_init__(self) -> None:
+        # checked here, not only in the CLI: the Python API and task files build protocols too (num_beams=-3 would
+        # otherwise reach transformers' beam search as a negative tensor size)
+        for name, least in (("num_beams", 1), ("max_new_tokens", 1), ("min_new_tokens", 0), ("min_length", 0),
+                            ("max_prompt_tokens", 0), ("max_context_tokens", 1)):
+            _check_whole(name, getattr(self, name), least)
+        if self.image_size is not None:
+            _check_whole("image_size", self.image_size, 1)
         if self.min_new_tokens > self.max_new_tokens:
             raise EvalkitError(f"min_new_tokens {self.min_new_tokens} is more than max_new_tokens {self.max_new_tokens}")
         if self.question_preprocess not in QUESTION_PREPROCESSING:
@@ -93,6 +100,11 @@ class RetrievalProtocol(_ProtocolFields):
     rerank: bool = True
     max_text_tokens: int = 35
     text_preprocess: str = ""  # "lavis-blip-caption": LAVIS's caption cleaning before tokenising
+
+
+def _check_whole(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise EvalkitError(f"{name} must be a whole number of at least {least} (got {value!r})")
 
 
 def sha256_of(data: Any) -> str:

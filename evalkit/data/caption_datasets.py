@@ -131,11 +131,9 @@ def load_hub_captions(source, split: str, columns: dict[str, str]) -> SampleSet:
     official result file needs; when the id column is absent, the digits of a ``filename`` /
     ``image_file_name`` column), and optionally ``domain`` (kept in each sample's meta, e.g. NoCaps).
     """
-    from evalkit.data.hub_datasets import HubImageSource, ParquetTable, describe_config, hub_identity, \
-        hub_split_name, resolve_files
+    from evalkit.data.hub_datasets import HubImageSource, describe_config, hub_identity, hub_split_name, open_split
 
-    files = resolve_files(source, split)
-    table = ParquetTable(files.paths)
+    files, table = open_split(source, split)
     columns = source.column_map(columns, table.column_names)
     what = f"dataset {source.repo_id}@{source.revision}"
     image_col, caption_col = columns.get("image", "image"), columns.get("captions", "captions")

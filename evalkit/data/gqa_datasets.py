@@ -15,17 +15,15 @@ def load_gqa_set(data: DataArg, split: str, images=None, columns: Mapping[str, s
 
     ``data`` must be a pinned hub source with files for ``SPLIT`` (questions) and ``SPLIT.images``.
     """
-    from evalkit.data.hub_datasets import HubImageSource, ParquetTable, describe_config, hub_identity, \
-        hub_split_name, resolve_files
+    from evalkit.data.hub_datasets import HubImageSource, describe_config, hub_identity, hub_split_name, open_split
 
     if data.hub is None:
         raise EvalkitError("gqa reads a pinned hub source (hf:ORG/NAME@REV?SPLIT=GLOB&SPLIT.images=GLOB); "
                            f"got {data.raw!r}")
     source = data.hub
     columns = dict(columns or {})
-    question_files = resolve_files(source, split)
-    image_files = resolve_files(source, split, "images")
-    images_table, questions_table = ParquetTable(image_files.paths), ParquetTable(question_files.paths)
+    question_files, questions_table = open_split(source, split)
+    image_files, images_table = open_split(source, split, "images")
     what = f"dataset {source.repo_id}@{source.revision}"
     image_id_col, image_col = columns.get("image_id", "id"), columns.get("image", "image")
     images_table.check_columns([image_id_col, image_col], f"{what} ({describe_config(image_files.relative)})")
@@ -53,6 +51,6 @@ def load_gqa_set(data: DataArg, split: str, images=None, columns: Mapping[str, s
                            f"(first: {missing[0]})")
     identity = hub_identity(question_files, split, hub_split_name(question_files.relative),
                             describe_config(question_files.relative), len(samples), n_images=len(key_of),
-                            images=dict(image_files.identity(), config=describe_config(image_files.relative)))
+                            image_files=dict(image_files.identity(), config=describe_config(image_files.relative)))
     answers = {s.id: s.references[0] for s in samples} if has_answer else None  # None: a split to submit
     return SampleSet(samples, HubImageSource(image_files.paths, image_col), identity, annotations=answers)

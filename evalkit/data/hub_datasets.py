@@ -19,7 +19,6 @@ gives the run's image ledger (``images.jsonl``) a line per row, as for image fil
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import io
 import os
@@ -36,6 +35,7 @@ from PIL import Image
 from evalkit.core.errors import EvalkitError
 from evalkit.core.progress import progress_bar
 from evalkit.core.sample_set import file_sha256
+from evalkit.data.hub_snapshot import check_complete, matching_files, unverified_blobs, verify_blobs
 from evalkit.data.images import HUB_ROW_PREFIX, BadImageError, decode_rgb, register_row_identity
 
 ETAG_TIMEOUT_S = 10  # the reachability probe and metadata requests give up after this
@@ -144,7 +144,8 @@ class HubFiles:
 
 
 def resolve_files(source: HubSource, split: str, role: str = "") -> HubFiles:
-    """Download (or find in the cache) the split's files at the pinned revision; one-line error otherwise."""
+    """Download (or find in the cache) the split's files at the pinned revision; one-line error otherwise, and when
+    the cached snapshot lacks a file of the split or holds a stray one (evalkit.data.hub_snapshot)."""
     patterns = source.patterns(split, role)
     import huggingface_hub
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
@@ -158,19 +159,45 @@ def resolve_files(source: HubSource, split: str, role: str = "") -> HubFiles:
                                                      allow_patterns=patterns, etag_timeout=ETAG_TIMEOUT_S,
                                                      cache_dir=hub_cache_dir(), local_files_only=local_only)
     except Exception as err:  # noqa: BLE001 - offline, unreachable, unknown repo/revision: all one line
-        raise EvalkitError(not_cached_message(source.repo_id, source.revision, _reason(err))) from None
+        if type(err).__name__ != "IncompleteSnapshotError" or not getattr(err, "snapshot_path", None):
+            raise EvalkitError(not_cached_message(source.repo_id, source.revision, _reason(err))) from None
+        snapshot = err.snapshot_path  # the listing names what is missing: check_complete says which, below
     finally:
         if not was_disabled and not _show_progress():
             enable_progress_bars()
     root = Path(snapshot)
-    relative = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                      if p.is_file() and any(fnmatch.fnmatch(str(p.relative_to(root)), g) for g in patterns))
+    what = f"dataset {source.repo_id}@{source.revision}"
+    relative = matching_files(root, patterns)
     if not relative:
-        raise EvalkitError(f"dataset {source.repo_id} at revision {source.revision} has no files matching "
-                           f"{', '.join(patterns)} (split {split!r}); the snapshot is {root}")
+        raise EvalkitError(f"{what} has no files matching {', '.join(patterns)} (split {split!r}); "
+                           f"the snapshot is {root}")
+    check_complete(what, root, relative, patterns, download_hint(source))
     paths = tuple(root / rel for rel in relative)
     return HubFiles(source.repo_id, source.revision, root.name, paths, tuple(relative),
                     tuple(_etag(p) for p in paths))
+
+
+def download_hint(source: HubSource) -> str:
+    """How to complete a partial snapshot."""
+    return (f"download it again with `hf download --repo-type dataset {source.repo_id} --revision "
+            f"{source.revision}`")
+
+
+def open_split(source: HubSource, split: str, role: str = "") -> tuple[HubFiles, "ParquetTable"]:
+    """The split's files, checked (complete, readable parquet, blobs matching their etags), and their rows; an
+    error naming dataset and split when it has none."""
+    files = resolve_files(source, split, role)
+    table = ParquetTable(files.paths)
+    pending = unverified_blobs(files.paths)
+    if pending:  # hashed once; the stamp spares later runs the read (evalkit.data.hub_snapshot)
+        with progress_bar(f"verifying {source.repo_id} {split}{' ' + role if role else ''} (bytes)",
+                          sum(os.path.getsize(p) for p in pending), enabled=_show_progress()) as advance:
+            verify_blobs(pending, advance)
+    if table.num_rows == 0:
+        raise EvalkitError(f"dataset {source.repo_id}@{source.revision} split {split!r}"
+                           f"{' (' + role + ')' if role else ''} has no rows (hub split "
+                           f"{hub_split_name(files.relative)!r}, files {', '.join(files.relative)})")
+    return files, table
 
 
 def _hub_reachable() -> bool:
@@ -225,7 +252,7 @@ class ParquetTable:
         import pyarrow.parquet as pq
 
         self.paths = list(paths)
-        self.files = [pq.ParquetFile(p) for p in self.paths]
+        self.files = [_open_parquet(p) for p in self.paths]
         self.column_names = list(self.files[0].schema_arrow.names) if self.files else []
         self.num_rows = sum(f.metadata.num_rows for f in self.files)
 
@@ -246,6 +273,20 @@ class ParquetTable:
                         yield f"{HUB_ROW_PREFIX}{tag}:{row}", record
                         row += 1
                     advance(batch.num_rows)
+
+
+def _open_parquet(path: Path):
+    """A pyarrow ParquetFile; a one-line error naming the file when it is truncated, empty or not parquet."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except Exception as err:  # noqa: BLE001 - ArrowInvalid, OSError: the file is not readable parquet
+        text = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        real = os.path.realpath(path)
+        where = f" (blob {real})" if real != str(path) else ""
+        raise EvalkitError(f"{path}{where}: not a readable parquet file ({type(err).__name__}: {text}); delete it "
+                           "and download it again") from None
 
 
 def file_tag(path: Path) -> str:
@@ -416,7 +457,10 @@ def describe_config(relative: Sequence[str]) -> str:
 
 
 def hub_split_name(relative: Sequence[str]) -> str:
-    """The hub split in a file name such as ``data/validation-00000-of-00002.parquet``."""
-    name = Path(relative[0]).name if relative else ""
+    """The hub split of a file: the folder in the parquet converter's ``CONFIG/SPLIT/0000.parquet``, else the
+    start of a name such as ``data/validation-00000-of-00002.parquet``."""
+    parts = Path(relative[0]).parts if relative else ()
+    if len(parts) == 3 and Path(parts[2]).stem.isdigit():
+        return parts[1]
+    name = parts[-1] if parts else ""
     return name.split("-")[0] if "-" in name else Path(name).stem
-

@@ -108,10 +108,8 @@ def _load_hf(hf_id: str, split: str, columns: dict[str, str]) -> SampleSet:
         qid = int(record[names["question_id"]])
         answers = []
         if has_answers:
-            raw = record[names["answers"]]
-            if isinstance(raw, dict) and "answer" in raw:  # columnar struct: {"answer": [...], ...}
-                raw = raw["answer"]
-            answers = [a["answer"] if isinstance(a, dict) else str(a) for a in raw]
+            answers = human_answers(record[names["answers"]], names["answers"],
+                                    f"dataset {hf_id!r} row {row} (question {qid})")
             by_id[qid] = {"question_id": qid, "question_type": record.get(names["question_type"], ""),
                           "answer_type": record.get(names["answer_type"], ""),
                           "answers": [{"answer": a, "answer_id": i + 1} for i, a in enumerate(answers)]}
@@ -132,11 +130,9 @@ def load_hub_vqa(source, split: str, columns: Mapping[str, str]) -> SampleSet:
     Questions of one image share the key of the image's first row (by the ``image_id`` column when there is
     one), so an image whose bytes repeat in every question's row is decoded once.
     """
-    from evalkit.data.hub_datasets import HubImageSource, ParquetTable, describe_config, hub_identity, \
-        hub_split_name, resolve_files
+    from evalkit.data.hub_datasets import HubImageSource, describe_config, hub_identity, hub_split_name, open_split
 
-    files = resolve_files(source, split)
-    table = ParquetTable(files.paths)
+    files, table = open_split(source, split)
     columns = source.column_map({key: columns.get(key, key) for key in ("image", "question", "question_id",
                                  "answers", "question_type", "answer_type", "image_id")}, table.column_names)
     names = {key: columns.get(key, key) for key in ("image", "question", "question_id", "answers", "question_type",
@@ -149,7 +145,8 @@ def load_hub_vqa(source, split: str, columns: Mapping[str, str]) -> SampleSet:
     first_row: dict = {}  # image id -> the key of the first row holding it
     for key, record in table.iter_rows(text_columns, f"preparing {source.repo_id} {split}"):
         qid = _question_id(record[names["question_id"]])
-        answers = _answer_strings(record.get(names["answers"])) if has_answers else []
+        answers = human_answers(record.get(names["answers"]), names["answers"], f"{what} row {key} (question {qid})") \
+            if has_answers else []
         if has_answers:
             by_id[qid] = {"question_id": qid, "question_type": record.get(names["question_type"]) or "",
                           "answer_type": record.get(names["answer_type"]) or "",
@@ -172,10 +169,20 @@ def _question_id(value):
     return int(text) if text.isdigit() else text
 
 
-def _answer_strings(raw) -> list[str]:
-    """The human answers: a list of {answer, ...} structs (VQAv2), of strings (OK-VQA), or a columnar struct."""
-    if raw is None:
-        return []
+def human_answers(raw, column: str, where: str) -> list[str]:
+    """The human answers of one question: a list of {answer, ...} records (VQAv2), of strings (OK-VQA), or a columnar
+    struct {answer: [...]}, exactly ANSWERS_PER_QUESTION of them as the file loader requires; anything else (a string
+    column such as multiple_choice_answer, 9 answers) is a one-line error naming the column and the row."""
+    from evalkit.data.vqav2_files import ANSWERS_PER_QUESTION
+
     if isinstance(raw, dict) and "answer" in raw:
         raw = raw["answer"]
-    return [a["answer"] if isinstance(a, dict) else str(a) for a in raw]
+    if not isinstance(raw, (list, tuple)) or not all(
+            isinstance(a, str) or (isinstance(a, dict) and isinstance(a.get("answer"), str)) for a in raw):
+        shown = repr(raw)[:60]
+        raise EvalkitError(f"{where}: column {column!r} holds {shown}, not a list of {ANSWERS_PER_QUESTION} answers "
+                           "(answer records or strings); map the answers column with --column answers=COLUMN")
+    if len(raw) != ANSWERS_PER_QUESTION:
+        raise EvalkitError(f"{where}: column {column!r} has {len(raw)} answers, not {ANSWERS_PER_QUESTION} (VQA "
+                           "accuracy averages over the 10 human answers, as the official files have them)")
+    return [a["answer"] if isinstance(a, dict) else a for a in raw]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from evalkit.core.atomic_files import writing
 from evalkit.core.errors import EvalkitError
 from evalkit.core.samples import Prediction, order_by_image
 from evalkit.engine.journal import PredictionJournal
@@ -126,7 +127,7 @@ def _fold(journal: PredictionJournal, samples: Sequence[Any], shards: list[Predi
     lines = "".join(json.dumps(merged[s.id].to_json(), ensure_ascii=False) + "\n"
                     for s in order_by_image(samples) if s.id in merged)
     tmp = journal.predictions_path.with_name(f".{journal.predictions_path.name}.merge")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with writing(journal.predictions_path, tmp), open(tmp, "w", encoding="utf-8") as handle:
         handle.write(lines)
         handle.flush()
         os.fsync(handle.fileno())
@@ -160,10 +161,11 @@ def run_shard(job: Any, journal: PredictionJournal, ranks: Ranks) -> tuple[Any, 
 
     full = job.sample_set
     shard = rank_journal(journal.run_dir, ranks)
-    shard_done = shard.completed()
-    done = {**journal.completed(), **shard_done}
     mine = shard_by_image(full.samples, ranks.rank, ranks.world)
-    shard.check_images(mine, shard_done)
+    shard_done = shard.check_images(mine, shard.completed())
+    # rank 0 checked the folder's journal against its ledger when it opened it; the other ranks leave out what the
+    # ledger lacks, as rank 0 did (answered again, never trusted)
+    done = {**journal.in_ledger(full.samples, journal.completed()), **shard_done}
     shard_job = replace(job, sample_set=SampleSet(mine, full.images, full.identity, full.annotations), done=done,
                         append=shard.append, completed=lambda: {**journal.completed(), **shard.completed()})
     output = job.task.kind.run(shard_job)

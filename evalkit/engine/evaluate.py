@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ def load_task_data(task: TaskSpec, options: RunOptions) -> SampleSet:
     columns = {**task.columns, **options.columns}
     with progress_enabled(options.show_progress):  # hub downloads and data preparation; --quiet silences them
         sample_set = task.load_data(parse_data_arg(raw), options.split or task.default_split, options.images, columns)
+    if options.columns:  # a mapping changes what the samples hold: it is part of the data's identity (run id)
+        sample_set = dataclasses.replace(sample_set, identity={**sample_set.identity,
+                                                               "columns": dict(sorted(options.columns.items()))})
     if options.limit is not None and options.limit < 1:
         raise EvalkitError(f"--limit must be at least 1 (got {options.limit})")
     return sample_set.limited(options.limit)
@@ -87,6 +91,8 @@ def run_task(options: RunOptions) -> RunOutcome:
     """Run (or resume, or re-score) one task with one model and write its run record."""
     prepared = prepare_run(options)
     journal = PredictionJournal(prepared.run_dir)
+    if prepared.ranks.is_main:
+        journal.check_writable()  # a read-only results or run folder fails now, not after the model loaded
     distributed.init_process_group(prepared.ranks)
     # one process per run folder, from the journal to run.json; of a data-parallel run, rank 0 holds it
     with journal.locked(wait=options.wait) if prepared.ranks.is_main else contextlib.nullcontext():
@@ -136,7 +142,10 @@ def run_in_locked_folder(prepared: PreparedRun, journal: PredictionJournal) -> d
     done = open_journal(prepared, journal) if ranks.is_main else {}
     job = run_job(prepared, journal, done)
     if ranks.world == 1:
-        return score_and_record(prepared, job, journal, prepared.task.kind.run(job))
+        output = prepared.task.kind.run(job)
+        if getattr(prepared.task.kind, "data_parallel", False):  # its journal may hold folded rank journals
+            journal.put_in_order(prepared.sample_set.samples)
+        return score_and_record(prepared, job, journal, output)
     distributed.barrier(ranks)  # the other ranks start once rank 0 holds and has opened the folder
     output, rank_counts = distributed.run_shard(job, journal, ranks)
     if not ranks.is_main:  # rank 0 scores and records
@@ -150,8 +159,7 @@ def open_journal(prepared: PreparedRun, journal: PredictionJournal) -> dict:
     samples = prepared.sample_set.samples
     done = journal.open(prepared.header, overwrite=prepared.options.overwrite)
     done = distributed.fold_leftover_journals(journal, samples, prepared.ranks.world, done)
-    journal.check_images(samples, done)
-    return done
+    return journal.check_images(samples, done)
 
 
 def run_job(prepared: PreparedRun, journal: PredictionJournal, done: dict) -> RunJob:

@@ -21,9 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from evalkit.core.atomic_files import write_json_atomic
+from evalkit.core.atomic_files import write_json_atomic, writing
 from evalkit.core.errors import EvalkitError
-from evalkit.core.samples import Prediction
+from evalkit.core.samples import Prediction, order_by_image
 from evalkit.data.images import HF_ROW_PREFIX, image_record, record_unchanged
 
 HEADER_FILE = "journal.json"
@@ -50,8 +50,10 @@ class PredictionJournal:
         """Hold the folder's exclusive lock; another holder is a one-line error, or is waited for with ``wait``."""
         import fcntl
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / LOCK_FILE, "a+b") as handle:
+        with writing(self.run_dir / LOCK_FILE):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(self.run_dir / LOCK_FILE, "a+b")
+        with handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
@@ -70,7 +72,7 @@ class PredictionJournal:
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         self._images, self._checked = None, set()
         if self.header_path.exists():
-            old = json.loads(self.header_path.read_text(encoding="utf-8"))
+            old = self._read_header()
             differing = [k for k in sorted(set(old) | set(header)) if old.get(k) != header.get(k)]
             if differing:
                 field = differing[0]
@@ -78,10 +80,44 @@ class PredictionJournal:
                     f"{self.run_dir} holds a run with a different {field} ({_short(old.get(field))} vs "
                     f"{_short(header.get(field))}); pass --overwrite to start again, or another --run-id")
             return self.completed()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.header_path, header)
-        self.predictions_path.touch()
+        with writing(self.predictions_path):
+            self.predictions_path.touch()
         return {}
+
+    def _read_header(self) -> dict[str, Any]:
+        try:
+            old = json.loads(self.header_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise EvalkitError(f"{self.header_path} is corrupt ({type(err).__name__}: {err}); pass --overwrite to "
+                               "start again, or another --run-id") from None
+        if not isinstance(old, dict):
+            raise EvalkitError(f"{self.header_path} is corrupt (a JSON {type(old).__name__}, not a journal header); "
+                               "pass --overwrite to start again, or another --run-id")
+        return old
+
+    def check_writable(self) -> None:
+        """Before the model loads: the run folder (or the nearest folder above it that exists) takes a probe file,
+        and the journal files a resume appends to open for appending; else one line naming the path.
+
+        A probe write, not ``os.access``: root passes ``os.access`` on a read-only folder and a read-only mount."""
+        import tempfile
+
+        existing = self.run_dir
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as err:
+            raise EvalkitError(f"cannot write in {existing} ({err.strerror or type(err).__name__}), needed for the "
+                               f"run folder {self.run_dir}") from None
+        for path in (self.predictions_path, self.images_path, self.run_dir / LOCK_FILE):
+            if path.exists():
+                try:
+                    open(path, "ab").close()
+                except OSError as err:
+                    raise EvalkitError(f"cannot write {path} ({err.strerror or type(err).__name__})") from None
 
     def completed(self) -> dict[str, Prediction]:
         """The predictions on disk by sample id; a torn last line is cut off the file."""
@@ -110,10 +146,31 @@ class PredictionJournal:
         if not lines:
             return
         self._record_images(p.image for p in predictions)
-        with open(self.predictions_path, "a", encoding="utf-8") as handle:
+        with writing(self.predictions_path), open(self.predictions_path, "a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
+
+    def put_in_order(self, samples: Iterable[Any]) -> None:
+        """Rewrite ``predictions.jsonl`` in a one-process run's order (by image, first appearance; one line per
+        sample; lines of ids not in the run kept after them) when it is not: a one-process resume of a data-parallel
+        run appends its answers after the folded ranks' answers. Atomic (temp file + rename); a no-op when in order."""
+        done = self.completed()
+        if not done:
+            return
+        ids = [json.loads(line)["id"] for line in self.predictions_path.read_bytes().splitlines() if line.strip()]
+        ordered = [s.id for s in order_by_image(list(samples)) if s.id in done]
+        in_run = set(ordered)
+        ordered += [i for i in dict.fromkeys(ids) if i not in in_run]
+        if ids == ordered:
+            return
+        tmp = self.predictions_path.with_name(f".{self.predictions_path.name}.tmp")
+        with writing(self.predictions_path, tmp):
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write("".join(json.dumps(done[i].to_json(), ensure_ascii=False) + "\n" for i in ordered))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.predictions_path)
 
     def merge_images(self, entries: Iterable[dict[str, Any]]) -> None:
         """Add other journals' image ledger lines (a data-parallel run's ranks) that this ledger lacks."""
@@ -140,22 +197,25 @@ class PredictionJournal:
                                            "pass --overwrite to start again") from None
         return self._images
 
-    def check_images(self, samples: Iterable[Any], done: dict[str, Prediction]) -> None:
-        """Refuse to resume when an image of a journaled answer changed since it was answered.
+    def check_images(self, samples: Iterable[Any], done: dict[str, Prediction]) -> dict[str, Prediction]:
+        """The journaled answers that may be resumed: refuse to resume when an image of a journaled answer changed
+        since it was answered, and leave out (to be answered again) those whose image is not in the ledger.
 
-        Failed samples are not checked (they are answered again). A journal written before the ledger existed
-        has nothing to check against and is trusted; its images are recorded from now on.
+        Failed samples are not checked (they are answered again). An answer whose image the ledger lacks (the
+        ledger deleted or cut short, or a journal written before the ledger existed) cannot be checked, so it is
+        never trusted: its sample is answered again, and its image recorded with the new answer, which rebuilds
+        the ledger. ``hf-row:`` images are identified by the dataset fingerprint in the header instead.
         """
+        samples = list(samples)
+        done = self.in_ledger(samples, done)
         ledger = self.images()
-        if not ledger:
-            return
         for sample in samples:
             previous = done.get(sample.id)
-            if previous is None or previous.status != "ok":
+            if previous is None or previous.status != "ok" or sample.image.startswith(HF_ROW_PREFIX):
                 continue
             key = sample.image
-            recorded = ledger.get(previous.image or key)
-            if recorded is None or key.startswith(HF_ROW_PREFIX) or key in self._checked:
+            recorded = ledger[previous.image or key]
+            if key in self._checked:
                 continue
             if record_unchanged(key, recorded):
                 self._checked.add(key)
@@ -170,6 +230,15 @@ class PredictionJournal:
                     f"{recorded['sha256'][:12]} -> {entry['sha256'][:12]}); pass --overwrite to start again, "
                     "or another --run-id")
             self._write_image_entries([entry])  # same bytes, new path or mtime: the cheap check works next time
+        return done
+
+    def in_ledger(self, samples: Iterable[Any], done: dict[str, Prediction]) -> dict[str, Prediction]:
+        """``done`` less the answers of ``samples`` whose image the ledger lacks (failed answers and ``hf-row:``
+        images stay): the half of :meth:`check_images` that hashes nothing."""
+        ledger = self.images()
+        unverified = {s.id for s in samples if (p := done.get(s.id)) is not None and p.status == "ok"
+                      and not s.image.startswith(HF_ROW_PREFIX) and (p.image or s.image) not in ledger}
+        return {k: p for k, p in done.items() if k not in unverified} if unverified else done
 
     def image_identity(self, samples: Iterable[Any]) -> dict[str, Any]:
         """The images the run's answers were made on: count and one sha256 over their hashes in sample order."""
@@ -202,7 +271,7 @@ class PredictionJournal:
     def _write_image_entries(self, entries: list[dict[str, Any]]) -> None:
         if not entries:
             return
-        with open(self.images_path, "a", encoding="utf-8") as handle:
+        with writing(self.images_path), open(self.images_path, "a", encoding="utf-8") as handle:
             handle.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
             handle.flush()
             os.fsync(handle.fileno())

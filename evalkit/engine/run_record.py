@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evalkit.core.atomic_files import write_json_atomic
+from evalkit.core.atomic_files import write_json_atomic, writing
 from evalkit.models.blip2_generation import resolve_kv_cache
 from evalkit.models.generation_semantics import beam_length_normalisation
 from evalkit.models.image_preprocessing import PIPELINE as IMAGE_PIPELINE
@@ -23,9 +23,14 @@ SAMPLE_SCORES_FILE = "sample_scores.jsonl"
 
 def reportability(task, sample_set, predictions: dict, limit: int | None,
                   image_pipeline: str = "lavis") -> tuple[bool, list[str]]:
-    """A run is reportable when it covers the full split, has no --limit and no failed samples, and its pixels
-    are the paper's (LAVIS's image pipeline)."""
+    """A run is reportable when it covers the full split, has no --limit that cut it and no failed samples, and its
+    pixels are the paper's (LAVIS's image pipeline).
+
+    A --limit at or above the split's size cut nothing (the sample set carries a limit only when it cut), so that
+    run is the full split; failed samples are counted over the run's own samples, as run.json's counts are (a
+    journal line of a sample not in the run is neither)."""
     reasons = []
+    limit = sample_set.identity.get("limit") if limit else None
     if image_pipeline != "lavis":
         reasons.append(f"--image-pipeline {image_pipeline}: pixels differ slightly from the paper's (LAVIS) pipeline")
     if limit:
@@ -35,7 +40,7 @@ def reportability(task, sample_set, predictions: dict, limit: int | None,
     n = len(sample_set.samples)
     if expected and n != expected and not limit:
         reasons.append(f"{n} samples, the full {split} split has {expected}")
-    failed = sum(1 for p in predictions.values() if p.status != "ok")
+    failed = sum(1 for s in sample_set.samples if predictions[s.id].status != "ok")
     if failed:
         reasons.append(f"{failed} failed samples (scored as empty answers)")
     reasons += breakage_reasons()  # a transformers release known to break BLIP-2 (docs/COMPATIBILITY.md)
@@ -143,12 +148,13 @@ def write_record(run_dir: Path, record: dict, scores) -> None:
     """Write sample_scores.jsonl then run.json, each via temp file + rename (never half-written)."""
     run_dir = Path(run_dir)
     tmp = run_dir / f".{SAMPLE_SCORES_FILE}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for sample_id, values in scores.per_sample.items():
-            handle.write(json.dumps({"id": sample_id, "scores": values}) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, run_dir / SAMPLE_SCORES_FILE)
+    with writing(run_dir / SAMPLE_SCORES_FILE, tmp):
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for sample_id, values in scores.per_sample.items():
+                handle.write(json.dumps({"id": sample_id, "scores": values}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, run_dir / SAMPLE_SCORES_FILE)
     write_json_atomic(run_dir / RUN_FILE, record)
 
 

@@ -149,6 +149,9 @@ def _embed_texts(retriever, texts: list[str], batch_size: int, show: bool) -> to
 
 
 def _save(path: Path, value) -> None:
+    from evalkit.core.atomic_files import writing
+
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(value, tmp)
-    tmp.replace(path)
+    with writing(path, tmp):
+        torch.save(value, tmp)
+        tmp.replace(path)

@@ -382,6 +382,8 @@ class _GuardedMeteor(Meteor):
         self.meteor_p: subprocess.Popen | None = None
         self.lock = threading.Lock()
         self.timed_out = threading.Event()
+        self.entries_sent = 0  # SCORE lines written, so a failure can name its entry
+        self.first_unanswered: int | None = None  # the first entry Java gave no statistics for
         self.stderr_file = tempfile.TemporaryFile()
         try:
             self.meteor_p = subprocess.Popen(
@@ -391,6 +393,21 @@ class _GuardedMeteor(Meteor):
         except OSError as exc:
             self.stderr_file.close()
             raise EvalkitError(f"cannot start Java for METEOR ({java}): {exc}") from None
+
+    def _stat(self, hypothesis_str, reference_list):
+        """The library's ``_stat`` (one SCORE line, one statistics line back), counting the entries sent and noting
+        the first one Java died on (an empty answer)."""
+        self.entries_sent += 1
+        stat = super()._stat(hypothesis_str, reference_list)
+        if not stat and self.first_unanswered is None:
+            self.first_unanswered = self.entries_sent - 1
+        return stat
+
+    def failed_entry(self) -> int | None:
+        """The index (in ``compute_score``'s order) of the entry Java failed on, when known."""
+        if self.first_unanswered is not None:
+            return self.first_unanswered
+        return self.entries_sent - 1 if self.entries_sent else None
 
     def kill_for_timeout(self) -> None:
         self.timed_out.set()
@@ -439,13 +456,38 @@ def _meteor_scores(
             except subprocess.TimeoutExpired:  # alive but answering garbage
                 pass
         raise EvalkitError(
-            f"METEOR (Java) failed (exit code {rc}, {type(exc).__name__}): {_tail(meteor.stderr_file)}"
+            f"METEOR (Java) failed (exit code {rc}, {type(exc).__name__}){_entry_named(meteor.failed_entry(), res)}: "
+            f"{_java_cause(meteor.stderr_file) or _tail(meteor.stderr_file)}"
         ) from None
     finally:
         watchdog.cancel()
     if meteor.timed_out.is_set():
         raise EvalkitError(f"METEOR (Java) did not finish within {timeout:g} s and was killed")
     return float(score), [float(s) for s in scores]
+
+
+def _entry_named(index: int | None, res: dict[ImageId, list[str]]) -> str:
+    """' on image 139 (its tokenised prediction: 480,000 words)' for the entry METEOR failed on, or ''."""
+    ids = list(res)
+    if index is None or not 0 <= index < len(ids):
+        return ""
+    return f" on image {ids[index]!r} (its tokenised prediction: {len(res[ids[index]][0].split()):,} words)"
+
+
+def _java_cause(stream: IO[bytes] | None) -> str:
+    """The exception line of a Java stack trace (``java.lang.OutOfMemoryError: Java heap space``), or ''."""
+    if stream is None:
+        return ""
+    try:
+        stream.seek(0)
+        lines = stream.read().decode("utf-8", "replace").splitlines()
+    except (OSError, ValueError):
+        return ""
+    for line in lines:
+        match = re.search(r"([\w$.]+(?:Exception|Error)(?:: .*)?)$", line.strip())
+        if match and not line.strip().startswith("at "):
+            return match.group(1)[:300]
+    return ""
 
 
 # --------------------------------------------------------------------------------------------
