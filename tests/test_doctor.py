@@ -153,8 +153,12 @@ def test_hub_cache_states_per_task_and_model(empty_hub_cache, capsys):
 
     vqav2 = parse_hub_source(get_task("vqav2").default_data[3:])
     okvqa = parse_hub_source(get_task("okvqa").default_data[3:])
-    glob = dict(vqav2.files)["val"].replace("*", "00000")
+    nocaps = parse_hub_source(get_task("nocaps").default_data[3:])
+    glob = dict(vqav2.files)["val"].replace("*", "00000-of-00001")
     _snapshot(empty_hub_cache, "dataset", vqav2.repo_id, vqav2.revision, {glob: b"parquet"})
+    # one shard of two: the check `evalkit run` makes (evalkit.data.hub_snapshot) calls it incomplete
+    _snapshot(empty_hub_cache, "dataset", nocaps.repo_id, nocaps.revision,
+              {dict(nocaps.files)["val"].replace("*", "00000-of-00002"): b"parquet"})
     partial = _snapshot(empty_hub_cache, "dataset", okvqa.repo_id, okvqa.revision,
                         {dict(okvqa.files)["val"].replace("*", "00000"): b"parquet"})
     (partial / "blobs" / "abc.incomplete").write_bytes(b"half")
@@ -176,8 +180,11 @@ def test_hub_cache_states_per_task_and_model(empty_hub_cache, capsys):
     assert "  blip2-opt-2.7b: Salesforce/blip2-opt-2.7b: incomplete (shard model-00002-of-00002.safetensors missing)" \
         in out
     assert "  blip2-tiny-t5: local folder " in out
+    assert f"  nocaps: {nocaps.repo_id}@{nocaps.revision[:12]} (val): incomplete (" in out
+    assert "shard data/validation-00001-of-00002.parquet is missing" in out
     problems = [line for line in out.splitlines() if line.startswith("problem:")]
-    assert problems == [  # a missing dataset is not a problem while the hub can be reached
+    assert len(problems) == 3 and problems[0].startswith("problem: task nocaps: dataset ")
+    assert problems[1:] == [  # a missing dataset is not a problem while the hub can be reached
         f"problem: task okvqa: dataset {okvqa.repo_id}@{okvqa.revision[:12]} (val) incomplete in the hub cache "
         "(1 download cut short (blobs/*.incomplete))",
         "problem: model blip2-opt-2.7b: Salesforce/blip2-opt-2.7b incomplete in the hub cache "

@@ -61,6 +61,14 @@ def dataset_status(cache: Path, repo_id: str, revision: str, patterns: list[str]
     if snapshot is None:
         return CacheStatus("missing", f"{repo_id} is cached, but not at revision {revision}")
     problems = _problems(repo, snapshot, patterns)
+    if not problems:  # the check a run makes before it starts (tree listing or shard numbering), blob hashes aside
+        from evalkit.core.errors import EvalkitError
+        from evalkit.data.hub_snapshot import check_complete, matching_files
+
+        try:
+            check_complete(repo_id, snapshot, matching_files(snapshot, patterns), patterns, "download it again")
+        except EvalkitError as err:
+            problems.append(str(err))
     return CacheStatus("incomplete", "; ".join(problems)) if problems else CacheStatus("complete", str(snapshot))
 
 
