@@ -75,10 +75,11 @@ def _add_closest_name(err: Exception) -> None:
 def _register_commands() -> None:
     from evalkit.cli import ask_command, caption_command, chat_command, demo_command, list_commands, \
         report_commands, run_command, score_commands
-    from evalkit.cli import bench_command, convert_command, serve_command, tracking_commands
+    from evalkit.cli import bench_command, convert_command, doctor_command, serve_command, tracking_commands
 
     for module in (run_command, demo_command, list_commands, score_commands, report_commands, caption_command,
-                   ask_command, chat_command, bench_command, serve_command, convert_command, tracking_commands):
+                   ask_command, chat_command, bench_command, serve_command, convert_command, tracking_commands,
+                   doctor_command):
         module.register(app)
 
 

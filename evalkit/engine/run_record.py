@@ -12,6 +12,7 @@ from evalkit.core.atomic_files import write_json_atomic, writing
 from evalkit.models.blip2_generation import resolve_kv_cache
 from evalkit.models.generation_semantics import beam_length_normalisation
 from evalkit.models.image_preprocessing import PIPELINE as IMAGE_PIPELINE
+from evalkit.models.known_breakages import breakage_reasons
 from evalkit.models.loading import attention_kernels, component_dtypes, dtype_name
 from evalkit.engine.provenance import device_description, provenance
 
@@ -42,6 +43,7 @@ def reportability(task, sample_set, predictions: dict, limit: int | None,
     failed = sum(1 for s in sample_set.samples if predictions[s.id].status != "ok")
     if failed:
         reasons.append(f"{failed} failed samples (scored as empty answers)")
+    reasons += breakage_reasons()  # a transformers release known to break BLIP-2 (docs/COMPATIBILITY.md)
     return not reasons, reasons
 
 
@@ -147,6 +149,7 @@ def _runtime_section(*, stats, device, dtype, checkpoint, options, image_size, w
         "attn_implementation": attention_kernels(checkpoint.model) if checkpoint else None,
         "kv_cache": resolve_kv_cache(getattr(options, "kv_cache", "auto"), device),
         "beam_length_normalisation": beam_length_normalisation(),
+        "t5_output_scaling": getattr(checkpoint, "t5_output_scaling", None) if checkpoint else None,
     }
 
 

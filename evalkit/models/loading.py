@@ -13,6 +13,7 @@ import torch
 from evalkit.core.errors import EvalkitError, NotDownloadedError
 from evalkit.core.sample_set import file_sha256
 from evalkit.models.catalog import GPU_DTYPE_BY_FAMILY, GPU_VISION_DTYPE_BY_FAMILY, ModelEntry
+from evalkit.models.t5_output_scaling import align_t5_output_scaling
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -32,6 +33,8 @@ class LoadedCheckpoint:
     weights_sha256: str
     num_parameters: int
     checkpoint_dir: str
+    # T5 only: the decoder-output scaling used, read as the checkpoint's writer meant it (t5_output_scaling)
+    t5_output_scaling: dict | None = None
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -200,7 +203,7 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
     from safetensors import SafetensorError
 
     try:
-        processor = Blip2Processor.from_pretrained(directory)
+        processor = load_processor(directory)
         model, loading_info = _from_pretrained(model_class, directory, torch_dtype, device_map, attn_implementation)
     except SafetensorError as err:
         raise EvalkitError(f"cannot load checkpoint {entry.source}: {_corrupt_weight_file(directory, err)}") from None
@@ -211,6 +214,7 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
     from evalkit.models.lavis_convert import apply_lavis_constants
 
     apply_lavis_constants(model, directory)  # a converted LAVIS checkpoint: ln_vision's eps (recorded in run.json)
+    t5_scaling = align_t5_output_scaling(model, directory, entry.source)
     set_component_precision(model, entry.family, torch_device, dtype)
     if device_map:
         torch_device = next(model.vision_model.parameters()).device
@@ -228,7 +232,27 @@ def load_checkpoint(entry: ModelEntry, device: str = "auto", dtype: str | None =
         weights_sha256=known_weights_sha256 or weights_sha256(directory),
         num_parameters=sum(p.numel() for p in model.parameters()),
         checkpoint_dir=str(directory),
+        t5_output_scaling=t5_scaling,
     )
+
+
+def load_processor(directory: Path):
+    """The checkpoint's Blip2Processor. older transformers (see docs/COMPATIBILITY.md) cannot read the nested ``processor_config.json`` that
+    5.x writes (``Blip2Processor.__init__() got multiple values for argument 'image_processor'``); the processor
+    is then built from its parts, each read from its own file as those versions do."""
+    from transformers import AutoTokenizer, Blip2Processor, BlipImageProcessor
+
+    try:
+        return Blip2Processor.from_pretrained(directory)
+    except TypeError as err:
+        if "image_processor" not in str(err):
+            raise
+    import json
+
+    config = json.loads((directory / "processor_config.json").read_text())
+    return Blip2Processor(image_processor=BlipImageProcessor.from_pretrained(directory),
+                          tokenizer=AutoTokenizer.from_pretrained(directory),
+                          num_query_tokens=config.get("num_query_tokens"))
 
 
 def check_loading_info(source: str, info: dict) -> None:
