@@ -414,7 +414,7 @@ def test_limit_above_the_split_is_the_full_split(tmp_path, capsys):
     code, _, err = run_cli([*CAPTION, "--data", str(data), "--results", str(results)], capsys)  # the same run
     assert code == 0, err
     assert run_folder(results) == folder
-    assert json.loads((folder / "run.json").read_text())["counts"]["resumed_from_journal"] == 3
+    assert "already complete" in err  # the same run: its recorded result, nothing generated again
 
 
 def test_one_process_resume_of_rank_journals_keeps_one_process_order(tmp_path, capsys):
@@ -515,7 +515,7 @@ def test_answers_whose_image_the_ledger_lacks_are_answered_again(tmp_path, capsy
     if not replaced:  # the rebuilt ledger resumes everything (one case: each run scores with METEOR's JVM)
         code, _, err = run_cli(args, capsys)
         assert code == 0, err
-        assert json.loads((folder / "run.json").read_text())["counts"]["resumed_from_journal"] == 4
+        assert "already complete" in err  # the rebuilt ledger matches run.json's images: nothing answered again
 
 
 # ---------------------------------------------------------------------------------------------- item 8: METEOR

@@ -17,7 +17,11 @@ from evalkit.core.registry import all_tasks, get_task
 
 TASK_VERSIONS = Path(__file__).parent / "fixtures" / "task_versions.json"
 # constrained fields: the other allowed value (a free string gets a suffix, a number +1, a flag flips, None a value)
-OTHER_VALUE = {"question_preprocess": lambda value: next(q for q in QUESTION_PREPROCESSING if q != value)}
+OTHER_VALUE = {"question_preprocess": lambda value: next(q for q in QUESTION_PREPROCESSING if q != value),
+               "top_p": lambda value: 0.5 if value != 0.5 else 0.9}  # top_p lives in (0, 1]
+# temperature, top_p and seed exist only while sampling (a beam-search protocol refuses them): each is changed
+# from a sampling protocol
+SAMPLING_ONLY = ("temperature", "top_p", "seed")
 
 
 def _other_value(field: dataclasses.Field, value):
@@ -44,9 +48,10 @@ def test_fingerprint_changes_with_every_field(protocol):
     assert protocol.fingerprint() == dataclasses.replace(protocol).fingerprint()
     fingerprints = {protocol.fingerprint()}
     for field in fields:
-        changed = protocol.with_overrides({field.name: _other_value(field, getattr(protocol, field.name))})
-        assert changed != protocol, field.name
-        assert changed.fingerprint() != protocol.fingerprint(), f"{field.name} does not move the fingerprint"
+        base = protocol.with_overrides({"do_sample": True}) if field.name in SAMPLING_ONLY else protocol
+        changed = base.with_overrides({field.name: _other_value(field, getattr(base, field.name))})
+        assert changed != base, field.name
+        assert changed.fingerprint() != base.fingerprint(), f"{field.name} does not move the fingerprint"
         fingerprints.add(changed.fingerprint())
     assert len(fingerprints) == len(fields) + 1
 

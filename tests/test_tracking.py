@@ -284,7 +284,7 @@ def test_model_index_refuses_a_non_reportable_run_unless_allowed(logged_run, tmp
     card = ModelCard(done.stdout)
     (result,) = card.data.eval_results
     assert result.metric_config.endswith("(NOT REPORTABLE: --limit 12: a subset)")
-    assert card.text.startswith("\n# blip2-tiny-opt") and "---" not in card.text
+    assert card.text.lstrip().startswith("# blip2-tiny-opt") and "---" not in card.text
 
 
 def test_unknown_or_missing_tracker_is_one_line_before_anything_runs(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalkit.core.sample_set import file_sha256
 from evalkit.core.errors import EvalkitError, NotDownloadedError
 from evalkit.core.protocol import sha256_of
 from evalkit.core.registry import get_task
@@ -125,6 +126,9 @@ def recorded_result(prepared: PreparedRun, journal: PredictionJournal) -> dict |
         return None  # a damaged record is rewritten by running
     if record.get("journal_header") != prepared.header or record.get("scoring") != scoring_choices(prepared.options):
         return None
+    predictions = prepared.run_dir / "predictions.jsonl"
+    if not predictions.is_file() or record.get("predictions_sha256") != file_sha256(predictions):
+        return None  # the journal changed since it was scored (or the record predates the hash): score it again
     if prepared.task.compare_with and "run_id" not in (record.get("comparison") or {}):
         return None  # recorded before its sibling run existed: scored again, now beside it
     done = open_journal(prepared, journal)  # refuses a changed header or image, as a resume does

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from evalkit.core.sample_set import file_sha256
 from evalkit.core.atomic_files import write_json_atomic, writing
 from evalkit.models.blip2_generation import resolve_kv_cache
 from evalkit.models.generation_semantics import beam_length_normalisation
@@ -186,6 +187,9 @@ def write_record(run_dir: Path, record: dict, scores) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, run_dir / SAMPLE_SCORES_FILE)
+    predictions = run_dir / "predictions.jsonl"
+    if predictions.is_file():  # what the record was scored from: a complete run is reused only while it is unchanged
+        record["predictions_sha256"] = file_sha256(predictions)
     write_json_atomic(run_dir / RUN_FILE, record)
 
 
