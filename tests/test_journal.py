@@ -51,3 +51,24 @@ def test_atomic_write_leaves_no_temp_file(tmp_path):
     write_json_atomic(tmp_path / "run.json", {"a": 1})
     assert json.loads((tmp_path / "run.json").read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_a_rank_killed_before_its_first_answer_leaves_only_a_ledger_that_a_one_process_rerun_folds(tmp_path):
+    """CI caught this race: rank 0 of a killed launch had written ``images.rank0-of-2.jsonl`` but no answer yet;
+    the one-process rerun folded only ``predictions.rank*`` files and left that ledger behind."""
+    from types import SimpleNamespace
+
+    from evalkit.engine.distributed import fold_leftover_journals
+
+    journal = PredictionJournal(tmp_path / "run")
+    journal.open(HEADER)
+    rank0 = PredictionJournal(tmp_path / "run", suffix=".rank0-of-2")
+    entry = {"image": "a.png", "sha256": "0" * 64, "size": 3, "mtime_ns": 1}
+    rank0.merge_images([entry])  # its ledger line, and no predictions file at all
+    rank1 = PredictionJournal(tmp_path / "run", suffix=".rank1-of-2")
+    rank1.append([Prediction("2", "p", "b", image="b.png")])
+    samples = [SimpleNamespace(id="1", image="a.png"), SimpleNamespace(id="2", image="b.png")]
+    merged = fold_leftover_journals(journal, samples, world=1, done={})
+    assert {k: v.prediction for k, v in merged.items()} == {"2": "b"}
+    assert not list((tmp_path / "run").glob("*.rank*"))
+    assert PredictionJournal(tmp_path / "run").images()["a.png"] == entry

@@ -112,9 +112,11 @@ def fold_leftover_journals(journal: PredictionJournal, samples: Sequence[Any], w
                            done: dict[str, Prediction]) -> dict[str, Prediction]:
     """At open (rank 0, holding the lock): rank journals of a killed launch of another world size, or of any
     launch when this run is one process, are folded in, so their answers are resumed rather than redone."""
-    leftovers = [PredictionJournal(journal.run_dir, suffix=path.name[len("predictions"):-len(".jsonl")])
-                 for path in sorted(journal.run_dir.glob("predictions.rank*-of-*.jsonl"))
-                 if not path.name.endswith(f"-of-{world}.jsonl")]
+    # a rank killed after its first ledger line but before its first answer leaves only ``images.rank…``
+    suffixes = sorted({path.name[path.name.index("."):-len(".jsonl")]
+                       for pattern in ("predictions.rank*-of-*.jsonl", "images.rank*-of-*.jsonl")
+                       for path in journal.run_dir.glob(pattern) if not path.name.endswith(f"-of-{world}.jsonl")})
+    leftovers = [PredictionJournal(journal.run_dir, suffix=suffix) for suffix in suffixes]
     return _fold(journal, samples, leftovers) if leftovers else done
 
 
