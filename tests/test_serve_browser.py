@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from evalkit.demo.bundled import SHAPES_DIR
-from test_report_browser import CHROMEDRIVER, CHROMIUM, FLAGS, _missing
+from headless_chromium import OFFLINE_FLAGS, chromium_driver
 
 # the page is on 127.0.0.1: every other name stays unresolvable, so nothing outside this machine is reached
-BROWSER_FLAGS = [f for f in FLAGS if not f.startswith("--host-resolver-rules")] + [
+BROWSER_FLAGS = [f for f in OFFLINE_FLAGS if not f.startswith("--host-resolver-rules")] + [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--no-proxy-server"]
 
 SHAPE = SHAPES_DIR / "images" / "shapes_test_000001.png"
@@ -83,25 +82,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    reason = _missing()
-    assert reason is None, reason  # scripts/test.sh installs chromium, chromium-driver and selenium
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never download a driver or a browser
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in BROWSER_FLAGS:
-        options.add_argument(flag)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium_driver(tmp_path_factory.mktemp("chromium-profile"), BROWSER_FLAGS) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

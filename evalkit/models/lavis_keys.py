@@ -135,13 +135,11 @@ def lavis_to_hf(lavis_state: dict[str, torch.Tensor], family: str, tied_lm: bool
         if reason:
             conversion.dropped[key] = reason
             continue
-        for pattern, template in rules:
-            match = pattern.fullmatch(key)
-            if match:
-                out[template.format(*match.groups())] = tensor
-                break
-        else:
+        renamed = _renamed(key, rules)
+        if renamed is None:
             unmapped.append(key)
+        else:
+            out[renamed] = tensor
     if unmapped:
         raise LavisKeyError(f"{len(unmapped)} key(s) map to no {family} BLIP-2 weight: {_first(unmapped)}")
     for layer in sorted(set(q_bias) | set(v_bias), key=int):
@@ -178,13 +176,11 @@ def hf_to_lavis(hf_state: dict[str, torch.Tensor], family: str, tied_lm: bool,
             conversion.dropped[key + "[key third]"] = ("EVA's attention has no key bias; a key bias adds the same "
                                                        "amount to every logit of a query, which softmax ignores")
             continue
-        for pattern, template in inverse:
-            match = pattern.fullmatch(key)
-            if match:
-                out[template.format(*match.groups())] = tensor
-                break
-        else:
+        renamed = _renamed(key, inverse)
+        if renamed is None:
             unmapped.append(key)
+        else:
+            out[renamed] = tensor
     if unmapped:
         raise LavisKeyError(f"{len(unmapped)} key(s) have no LAVIS {family} name: {_first(unmapped)}")
     for lavis_key, hf_key in _tied_lm_keys(family, tied_lm).items():
@@ -195,6 +191,15 @@ def hf_to_lavis(hf_state: dict[str, torch.Tensor], family: str, tied_lm: bool,
         out["Qformer.bert.embeddings.position_ids"] = torch.arange(qformer_max_positions).expand((1, -1))
     conversion.notes.append(f"vision key bias dropped: max |k_bias| {key_bias_max:.6g}")
     return conversion
+
+
+def _renamed(key: str, rules: list[tuple[re.Pattern, str]]) -> str | None:
+    """``key`` renamed by the first rule whose pattern matches it whole, or None when none does."""
+    for pattern, template in rules:
+        match = pattern.fullmatch(key)
+        if match:
+            return template.format(*match.groups())
+    return None
 
 
 def _inverse_rules(family: str) -> list[tuple[re.Pattern, str]]:
