@@ -70,8 +70,8 @@ if [ "$pip" = 1 ]; then
     exit 2
   fi
   "$python" -m pip install -q -e '.[test]'
-  # gradio (the serve extra) caps Pillow below 13, which resizes differently from the Pillow 13 that a base
-  # install gets and that the pixel-parity tests pin: the suite runs with the base install's Pillow
+  # gradio (the serve extra) caps Pillow below 13; the suite runs with the Pillow a base install gets (13), the
+  # one whose own one-call resize differs from LAVIS's (tests/test_pillow_reference_pixels.py)
   "$python" -m pip install -q 'pillow>=13' 2>&1 | grep -v "dependency conflicts\|gradio .* requires pillow" >&2 || true
 fi
 

@@ -125,6 +125,7 @@ def test_environment_difference_is_a_warning_and_strict_env_exits_2(vqa_pair, tm
 
     def other_env(record):
         record["provenance"]["packages"]["transformers"] = "4.57.3"
+        record["provenance"]["packages"]["pillow"] = "12.3.0"
         record["journal_header"]["dtype"] = "bfloat16"
 
     _edit(cand, other_env)
@@ -132,6 +133,8 @@ def test_environment_difference_is_a_warning_and_strict_env_exits_2(vqa_pair, tm
     assert code == 0, (out, err)
     warning = next(line for line in err.splitlines() if line.startswith("warning:"))
     assert f"transformers {real_version} vs 4.57.3" in warning and "dtype float32 vs bfloat16" in warning
+    real_pillow = json.loads((base / "run.json").read_text())["provenance"]["packages"]["pillow"]
+    assert f"Pillow {real_pillow} vs 12.3.0" in warning
     assert "**warning**" in out and "4.57.3" in out
     code, out, err = evalkit_cli(["compare", base, cand, "--n-boot", N_BOOT, "--strict-env"])
     assert code == 2 and "provenance.packages.transformers differs" in err and "journal_header.dtype" in err

@@ -11,7 +11,9 @@ from typing import Any
 
 # (run.json field, what to call it)
 PACKAGE_FIELDS = (("provenance.packages.torch", "torch"), ("provenance.packages.transformers", "transformers"),
-                  ("provenance.packages.tokenizers", "tokenizers"))
+                  ("provenance.packages.tokenizers", "tokenizers"),
+                  # image decoding (its libjpeg); the resize no longer depends on it (image_preprocessing.py)
+                  ("provenance.packages.pillow", "Pillow"))
 RUNTIME_FIELDS = (("journal_header.dtype", "dtype"), ("runtime.precision", "per-component precision"),
                   ("runtime.attn_implementation", "attention kernel"), ("runtime.kv_cache", "KV cache"),
                   ("runtime.beam_length_normalisation", "beam length normalisation"),

@@ -6,12 +6,10 @@ PIL does there: an antialiased bicubic resize (torch's ``antialias=True`` bicubi
 as two separable passes, each rounded and clamped to uint8 like PIL's 8-bit output, in the order PIL does
 them, then ``/ 255`` and ``(x - mean) / std`` in float32 as :func:`lavis_pixel_values` does.
 
-Pass order: Pillow 13 (installed here; rule found by probing it on 300 shapes and bisecting) resizes
-height first when ``H - size > 2 * max(W - size, 0)`` for a square target, else width first (older Pillow
-always went width first; the tests compare with the installed PIL, so they catch a change). The order
-matters: the uint8 rounding between the passes clips bicubic overshoot, so the wrong order moves edge
-pixels by up to 13 levels, and a single 2-D pass with no rounding between (torch's default) by up to 11
-on the COCO fixtures and 21 on upscaled noise.
+Pass order: width first, then height, as :func:`image_preprocessing.lavis_resize` does (what Pillow <= 12,
+and so LAVIS, did in one call). The order matters: the uint8 rounding between the passes clips bicubic
+overshoot, so the other order moves edge pixels by up to 13 levels, and a single 2-D pass with no rounding
+between (torch's default) by up to 11 on the COCO fixtures and 21 on upscaled noise.
 
 Agreement with the LAVIS/PIL path (:func:`lavis_pixel_values`), in uint8 levels (difference x std x 255),
 measured at 224 and 364: the 8 COCO val2017 fixtures differ by at most 1 level, on 0.007-0.114% of the
@@ -34,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 PIPELINE = ("device: PIL decode, uint8 tensor to the device, torch bicubic antialias resize in two passes "
-            "(PIL's order, each rounded to uint8), /255, (x-mean)/std")
+            "(width then height, each rounded to uint8), /255, (x-mean)/std")
 
 
 def decode_uint8(image: Image.Image) -> torch.Tensor:
@@ -43,17 +41,17 @@ def decode_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb, np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
-def height_first(height: int, width: int, size: int) -> bool:
-    """Whether PIL resizes an image of this shape to ``size x size`` height first (see module docstring)."""
-    return height - size > 2 * max(width - size, 0)
-
-
 def _resize_pass(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """One antialiased bicubic pass on float pixels [1, 3, h, w], rounded and clamped to uint8 values."""
     if tuple(pixels.shape[-2:]) == (height, width):
         return pixels
     resized = F.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
     return resized.round_().clamp_(0, 255)
+
+
+def resize_passes(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """float pixels [1, 3, H, W] -> [1, 3, size, size]: the width pass, then the height pass (module docstring)."""
+    return _resize_pass(_resize_pass(pixels, pixels.shape[-2], size), size, size)
 
 
 class DevicePixelValues:
@@ -73,11 +71,7 @@ class DevicePixelValues:
     def _resize(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 [3, H, W] on the device -> uint8-valued float32 [3, size, size]."""
         pixels = image[None].to(torch.float32)
-        height, width = image.shape[-2:]
-        s = self.size
-        if height_first(height, width, s):
-            return _resize_pass(_resize_pass(pixels, s, width), s, s)[0]
-        return _resize_pass(_resize_pass(pixels, height, s), s, s)[0]
+        return resize_passes(pixels, self.size)[0]
 
     def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
         """uint8 [3, H, W] tensors, one at a time to the device -> pixel values [n, 3, size, size]."""
