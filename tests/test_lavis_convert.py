@@ -139,6 +139,7 @@ def test_a_fine_tune_without_frozen_weights_is_completed_from_the_base(tmp_path,
     conversion = run["model"]["lavis_conversion"]
     assert conversion["from_base"]["count"] == record["from_base"]["count"]
     assert conversion["not_expressible"][0]["what"] == "ln_vision eps"
+    assert "lavis_differences" not in run["model"]  # its ln_vision eps is LAVIS's (set at load)
 
 
 def test_the_converted_config_carries_lavis_constants(tmp_path, capsys):
@@ -217,3 +218,28 @@ def test_bad_checkpoints_are_one_line_errors_and_write_nothing(case, tmp_path, c
     assert len(lines) == 1 and expect in lines[0] and "Traceback" not in err, err
     assert str(pth.name) in lines[0]
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_lavis_trained_hub_weights_are_flagged_with_the_ln_vision_eps_they_run_with(tmp_path, capsys):
+    """A Salesforce/blip2-* checkpoint as the hub cache holds it: LAVIS trained those weights with ln_vision's eps
+    1e-5 (lavis/models/blip2_models/blip2.py init_vision_encoder: LayerNorm(num_features), torch's default), the
+    hub config gives transformers' vision layer_norm_eps, which post_layernorm uses; run.json says so. The bundled
+    models (trained here by transformers) carry no such flag."""
+    import shutil
+
+    snapshot = tmp_path / "hub" / "models--Salesforce--blip2-opt-2.7b" / "snapshots" / ("5" * 40)
+    shutil.copytree(MODELS_DIR / "blip2-tiny-opt", snapshot)
+    config_eps = json.loads((snapshot / "config.json").read_text())["vision_config"].get("layer_norm_eps", 1e-6)
+    results = tmp_path / "results"
+    for model in (str(snapshot), "blip2-tiny-opt"):
+        code, _, err = run_cli(["run", "shapes-vqa", "--model", model, "--limit", "4", "--results", str(results),
+                                "-q", "--device", "cpu"], capsys)
+        assert code == 0, err
+    runs = {json.loads(path.read_text())["model"]["name"]: json.loads(path.read_text())["model"]
+            for path in results.rglob("run.json")}
+    assert len(runs) == 2
+    flagged = next(model for name, model in runs.items() if name != "blip2-tiny-opt")
+    (difference,) = flagged["lavis_differences"]
+    assert difference["what"] == "ln_vision eps" and difference["lavis"] == 1e-5
+    assert difference["this_run"] == config_eps != 1e-5
+    assert "lavis_differences" not in runs["blip2-tiny-opt"]

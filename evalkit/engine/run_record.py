@@ -100,7 +100,16 @@ def _model_section(entry, checkpoint, directory: Path, weights: str) -> dict:
         "weights_sha256": weights,
         "num_parameters": checkpoint.num_parameters if checkpoint else None,
         **_lavis_conversion(directory),
+        **_lavis_differences(entry, directory),
     }
+
+
+def _lavis_differences(entry, directory: Path) -> dict:
+    """LAVIS-trained hub weights: the model constants that differ from LAVIS's code (flagged, not changed)."""
+    from evalkit.models.lavis_convert import known_lavis_differences
+
+    found = known_lavis_differences(entry.source or "", directory)
+    return {"lavis_differences": found} if found else {}
 
 
 def _lavis_conversion(directory: Path) -> dict:

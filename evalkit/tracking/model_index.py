@@ -72,7 +72,17 @@ def export_model_index(run_dirs: list[Path], card_path: Path | None, allow_non_r
     if card_path is not None and card_path.is_file():
         card = ModelCard.load(card_path)
     else:
-        card = ModelCard(NEW_CARD.format(model=models[0]))
+        import logging
+
+        # a new card has no metadata block yet: huggingface_hub warns "Repo card metadata block was not found",
+        # which is expected here and would read like a fault
+        repocard_log = logging.getLogger("huggingface_hub.repocard")
+        level = repocard_log.level
+        repocard_log.setLevel(logging.ERROR)
+        try:
+            card = ModelCard(NEW_CARD.format(model=models[0]))
+        finally:
+            repocard_log.setLevel(level)
     kept = [old for old in (card.data.eval_results or []) if not any(_same_slot(old, r) for r in new)]
     card.data.eval_results = kept + new
     card.data.model_name = card.data.model_name or models[0]
