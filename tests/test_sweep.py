@@ -14,8 +14,11 @@ def test_sweep_runs_every_cell_in_its_own_resumable_run(tmp_path, capsys, java):
     assert code == 0, err or out
     assert "Traceback" not in out + err
     assert "4 of 4 cells succeeded" in out and "failed cells" not in out
+    # not a terminal: tab-separated, names and headers whole (a pasteable table)
+    header = next(line for line in out.splitlines() if line.startswith("model\t")).split("\t")
+    assert header == ["model", "shapes-vqa accuracy", "shapes-caption BLEU-4", "shapes-caption CIDEr"]
     for model in ("blip2-tiny-opt", "blip2-tiny-t5"):
-        assert f"│ {model}" in out
+        assert any(line.startswith(f"{model}\t") and len(line.split("\t")) == 4 for line in out.splitlines())
         for task in ("shapes-vqa", "shapes-caption"):
             assert len(list((tmp_path / "results" / model / task).glob("*/run.json"))) == 1
     for header in ("accuracy", "BLEU-4", "CIDEr"):
@@ -48,7 +51,7 @@ def test_a_failed_cell_does_not_stop_the_others(tmp_path, capsys):
     assert "shapes-retrieval · blip2-tiny-opt: task shapes-retrieval (retrieval) cannot run blip2-tiny-opt" in failed
     assert "shapes-retrieval · blip2-tiny-t5: task shapes-retrieval (retrieval) cannot run blip2-tiny-t5" in failed
     assert "blip2-tiny-itm" not in failed
-    row = next(line for line in out.splitlines() if line.startswith("│ blip2-tiny-itm"))
+    row = next(line for line in out.splitlines() if line.startswith("blip2-tiny-itm\t"))
     assert "failed" not in row and "100.0" in row
     assert not (tmp_path / "blip2-tiny-opt").exists()
 

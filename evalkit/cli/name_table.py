@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 MIN_WRAPPED_WIDTH = 12  # narrower than this, a wrapped description is unreadable: the column is left out
@@ -29,10 +30,10 @@ def print_name_table(console: Console, headers: list[str], rows: list[list[str]]
         width = max([_widest_word(header)] + [len(row[index]) for row in rows]) if whole else None
         if whole and len(header) > width:  # a header wider than its cells breaks between its words
             header = "\n".join(header.split())
-        table.add_column(header, no_wrap=whole, min_width=width, overflow="fold",
+        table.add_column(escape(header), no_wrap=whole, min_width=width, overflow="fold",
                          justify="right" if index in numeric else "left")
     for row in rows:
-        table.add_row(*(row[i] for i in kept))
+        table.add_row(*(escape(row[i]) for i in kept))  # a name may hold '[' (a folder called 'ro[/x]')
     console.print(table)
     if len(kept) < len(headers):
         left_out = ", ".join(headers[i] for i in range(len(headers)) if i not in kept)

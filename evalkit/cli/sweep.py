@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from evalkit.cli.name_table import print_name_table
 from evalkit.core.errors import EvalkitError
 from evalkit.core.run_options import RunOptions
 
@@ -85,21 +85,17 @@ def run_sweep(cells: list[tuple[str, str, SweepCell]], options: RunOptions, afte
     return results
 
 
-def sweep_table(cells: list[SweepCell]) -> Table:
-    """Rows = models, columns = each task's headline metrics; a failed cell reads 'failed'."""
+def sweep_table(cells: list[SweepCell]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): rows = models, columns = each task's headline metrics; a failed cell reads 'failed'."""
     tasks = list(dict.fromkeys(cell.task for cell in cells))
     columns = []
     for task in tasks:
         headline = next(c.headline for c in cells if c.task == task)
         present = {metric for c in cells if c.task == task and c.record for metric in c.record["metrics"]}
         columns += [(task, metric) for metric in ([m for m in headline if m in present] or headline)]
-    models = list(dict.fromkeys(cell.model for cell in cells))
-    table = Table(title=f"evalkit run · {len(tasks)} task(s) x {len(models)} model(s) · scores 0-100")
-    table.add_column("model", no_wrap=True)
-    for task, metric in columns:
-        table.add_column(escape(f"{task} {metric}"), justify="right")
-    for model in models:
-        row = []
+    rows = []
+    for model in dict.fromkeys(cell.model for cell in cells):
+        row = [model]
         for task, metric in columns:
             found = [c for c in cells if c.model == model and c.task == task]
             if not found:
@@ -109,14 +105,17 @@ def sweep_table(cells: list[SweepCell]) -> Table:
             else:
                 value = found[0].record["metrics"].get(metric)
                 row.append(f"{value['value']:.1f}" if value else "—")
-        table.add_row(escape(model), *row)
-    return table
+        rows.append(row)
+    return ["model", *(f"{task} {metric}" for task, metric in columns)], rows
 
 
 def print_sweep(cells: list[SweepCell]) -> int:
     """The table, then the failed cells with their reasons; returns the exit code of the sweep."""
     console = Console()
-    console.print(sweep_table(cells), highlight=False)
+    headers, rows = sweep_table(cells)
+    tasks, models = len({c.task for c in cells}), len(rows)
+    print_name_table(console, headers, rows, title=f"evalkit run · {tasks} task(s) x {models} model(s) · scores 0-100",
+                     numeric=tuple(range(1, len(headers))))
     failed = [c for c in cells if c.exit_code]
     done = len(cells) - len(failed)
     console.print(f"{done} of {len(cells)} cells succeeded", highlight=False)
