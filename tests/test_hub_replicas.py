@@ -110,6 +110,13 @@ def test_nocaps_rows_across_hash_suffixed_shards_and_row_groups(offline):
     write_nocaps(offline, HUB.repo_id, HUB.revision, n=6)
     sample_set = load_caption_set(parse_data_arg(HUB.to_arg()), "val", None, dict(TASKS[0].columns))
     assert [s.id for s in sample_set.samples] == [str(i) for i in range(6)]  # int32 ids, in shard order
+    # the references are the annotations_captions column, read here with pyarrow (not evalkit)
+    snapshot = offline / "hub" / f"datasets--{HUB.repo_id.replace('/', '--')}" / "snapshots" / HUB.revision
+    column = {}
+    for file in sorted(snapshot.glob("data/validation-*.parquet")):
+        table = pq.read_table(file, columns=["image_id", "annotations_captions"]).to_pydict()
+        column.update(zip(map(str, table["image_id"]), table["annotations_captions"]))
+    assert {s.id: list(s.references) for s in sample_set.samples} == column
     assert len(sample_set.identity["files"]) == 3 and sample_set.identity["hub_split"] == "validation"
     last = sample_set.images.open(sample_set.samples[5].image)  # shard 2, its second row group
     assert last.mode == "RGB"
