@@ -32,7 +32,7 @@ VENVS = ROOT / ".compat-venvs"
 RESULTS = VENVS / "results.json"
 DOC = ROOT / "docs" / "COMPATIBILITY.md"
 OLDEST_MINOR = (4, 40)  # "every minor from 4.4x"
-CI_VERSIONS = ("4.47.1", "4.57.6", "5.24.0")  # oldest supported, the 4 -> 5 boundary, newest (measured table)
+CI_VERSIONS = ("4.46.3", "4.57.6", "5.24.0")  # oldest supported, the 4 -> 5 boundary, newest (measured table)
 GOLDEN_TIMEOUT_S = 900
 
 
