@@ -89,7 +89,7 @@ def demo(
                                               help="use the blip2-tiny-* folders here instead of the bundled ones"),
     rescore: bool = typer.Option(False, "--rescore", help="score complete runs again (nothing generated)"),
 ) -> None:
-    """Run the shapes tasks with the bundled tiny models (offline, CPU, about 20 s)."""
+    """Run the shapes tasks with the bundled tiny models (offline, CPU, about 30 s)."""
     started = time.perf_counter()
     outcomes = run_demo(results, batch_size, device, show_progress=not quiet and sys.stderr.isatty(), chat=chat,
                         models_dir=models_dir, rescore=rescore)
