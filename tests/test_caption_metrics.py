@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -330,6 +331,8 @@ def test_meteor_command_is_the_librarys(monkeypatch):
     del meteor
     assert seen["cmd"] == ["java", *cm._GuardedMeteor.ARGS]
     assert Path(seen["cwd"]) == cm._METEOR_DIR
+    # evalkit adds only a garbage-collector choice before the library's arguments
+    assert all(re.fullmatch(r"-XX:\+Use\w+GC", option) for option in cm._GuardedMeteor.JVM_OPTIONS)
 
 
 @pytest.mark.parametrize(

@@ -386,9 +386,13 @@ class _GuardedMeteor(Meteor):
 
     # The library's command line with "java" as the first element (checked by the tests).
     ARGS = ["-jar", "-Xmx2G", METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"]
+    # The JVM's garbage collector only: the parallel collector spends less CPU building the paraphrase table than
+    # the default G1 (measured: evalkit's Karpathy-test scoring 12.4 s median against 14.5 s, 3 interleaved pairs);
+    # the arithmetic, and so every score, is the same (tests compare with the official scorer exactly)
+    JVM_OPTIONS = ["-XX:+UseParallelGC"]
 
     def __init__(self, java: str) -> None:  # noqa: D107 - deliberately not calling Meteor.__init__
-        self.meteor_cmd = [java, *self.ARGS]
+        self.meteor_cmd = [java, *self.JVM_OPTIONS, *self.ARGS]
         self.meteor_p: subprocess.Popen | None = None
         self.lock = threading.Lock()
         self.timed_out = threading.Event()
