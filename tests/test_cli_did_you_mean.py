@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import run_cli
@@ -36,3 +38,16 @@ def test_a_mistyped_option_gets_only_the_closest_name(capsys):
     code, _, err = run_cli(["run", "shapes-vqa", "--limt", "3"], capsys)
     assert code == 2 and "No such option: --limt (did you mean: --limit?)" in err
     assert "--split" not in err and "--wait" not in err
+
+
+@pytest.mark.parametrize("command", [["run", "--help"], ["demo", "--help"], ["report", "--help"]])
+def test_plain_flags_carry_no_type_label_and_options_keep_theirs(command, capsys, monkeypatch):
+    """typer labels a flag `<bool>` as if it took a value (issue 23); a flag takes none."""
+    monkeypatch.setenv("COLUMNS", "160")
+    code, out, _ = run_cli(command, capsys)
+    assert code == 0
+    assert "<bool>" not in out
+    flag_lines = [line for line in out.splitlines() if "--quiet" in line or "--json" in line or "--chat" in line]
+    assert flag_lines and not any("<" in line.split("│")[1] for line in flag_lines if "│" in line)
+    if command[0] == "run":
+        assert re.search(r"--limit\s+<int>", out)  # an option that takes a value keeps its label
