@@ -48,7 +48,10 @@ def test_retrieval_captions_are_cleaned_as_lavis_blip_caption():
 
 @pytest.mark.parametrize("row", EXPECTED["images"], ids=lambda r: f"{r['file']}-{r['size']}")
 def test_pixels_equal_lavis_blip_image_eval(row):
-    """Bit-for-bit the tensor LAVIS's torchvision pipeline gives for a real COCO image."""
+    """Bit-for-bit the tensor LAVIS's torchvision pipeline gives for a real COCO image, under the Pillow of
+    LAVIS's time (expected.json was made with Pillow 12.3; under Pillow 13 the same LAVIS code moves the tall
+    images' pixels, and evalkit, which resizes as the old Pillow did, matches the old Pillow whatever is installed)."""
+    assert int(EXPECTED["pillow"].split(".")[0]) <= 12
     image = Image.open(FIXTURES / "coco_val2017/val2017" / row["file"]).convert("RGB")
     pixels = lavis_pixel_values([image], row["size"], CLIP_MEAN, CLIP_STD)[0]
     assert list(pixels.shape) == row["shape"] and str(pixels.dtype) == row["dtype"]
