@@ -106,7 +106,7 @@ def test_the_device_image_pipeline_is_recorded_keyed_and_not_reportable(tmp_path
     lavis, lavis_predictions = _run("blip2-tiny-opt", tmp_path / "lavis", capsys)
     device, device_predictions = _run("blip2-tiny-opt", tmp_path / "device", capsys, "--image-pipeline", "device")
     assert lavis["runtime"]["image_pipeline"] == LAVIS_PIPELINE and device["runtime"]["image_pipeline"] == DEVICE_PIPELINE
-    assert device["journal_header"]["image_pipeline"] == "device"
+    assert device["journal_header"]["image_pipeline"] == "device/width-then-height"
     assert lavis["journal_header"]["image_pipeline"] == "lavis/pil-width-then-height"
     assert device["run_id"] != lavis["run_id"]  # a journal of one never resumes as the other
     assert not device["reportable"] and any("--image-pipeline device" in r for r in device["not_reportable_reasons"])

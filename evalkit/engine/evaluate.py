@@ -26,6 +26,7 @@ from evalkit.engine.journal import PredictionJournal
 from evalkit.engine.run_record import RUN_FILE, build_record, write_record
 from evalkit.engine.sibling_runs import compare_with_sibling
 from evalkit.models.catalog import ModelEntry, resolve_model, safe_name
+from evalkit.models.device_image_pipeline import HEADER_NAME as DEVICE_HEADER_NAME
 from evalkit.models.image_preprocessing import HEADER_NAME
 from evalkit.models.loading import check_image_size, checkpoint_directory, dtype_name, load_checkpoint, pick_device, \
     pick_dtype, weights_sha256
@@ -277,7 +278,8 @@ def journal_header(task: TaskSpec, entry: ModelEntry, protocol, sample_set: Samp
     """Everything the predictions depend on; a journal only resumes under the same header. LAVIS's pipeline is
     named by its resize (image_preprocessing.HEADER_NAME): journals of the one-call resize, whose pixels moved
     with Pillow 13, are never resumed as its answers."""
-    pipeline = {"image_pipeline": HEADER_NAME if image_pipeline == "lavis" else image_pipeline}
+    names = {"lavis": HEADER_NAME, "device": DEVICE_HEADER_NAME}
+    pipeline = {"image_pipeline": names.get(image_pipeline, image_pipeline)}
     return {
         "task": task.name,
         "task_version": task.version,

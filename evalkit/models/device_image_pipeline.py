@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+# in the journal header: journals of the earlier shape-dependent pass order are not resumed as this one's answers
+HEADER_NAME = "device/width-then-height"
 PIPELINE = ("device: PIL decode, uint8 tensor to the device, torch bicubic antialias resize in two passes "
             "(width then height, each rounded to uint8), /255, (x-mean)/std")
 
