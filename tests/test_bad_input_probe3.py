@@ -359,6 +359,23 @@ def test_caption_skip_bad_images_records_the_bad_one(tmp_path, capsys, as_list):
     assert_one_line_error(code, err, "cannot decode")
 
 
+def test_ask_skip_bad_images_records_the_bad_one(tmp_path, capsys):
+    """`ask --skip-bad-images`, the same path as caption's: the good image answered, the bad one recorded as failed
+    with its reason, exit 0; without the flag, one line naming it, exit 2."""
+    folder = tmp_path / "mixdir"
+    _good_and_bad(folder)
+    out_file = tmp_path / "answers.jsonl"
+    code, out, err = run_cli(["ask", "-m", "blip2-tiny-opt", "-q", "--skip-bad-images", "--jsonl", str(out_file),
+                              str(folder), "how many shapes are there?"], capsys)
+    assert code == 0, err
+    records = {Path(r["image"]).name: r for r in map(json.loads, out_file.read_text().splitlines())}
+    assert set(records) == {"a_good.png", "fake.png"}
+    assert records["fake.png"]["status"] == "failed" and "cannot decode" in records["fake.png"]["error"]
+    assert records["a_good.png"]["status"] == "ok" and records["a_good.png"]["answer"].strip()
+    code, _, err = run_cli(["ask", "-m", "blip2-tiny-opt", "-q", str(folder), "how many shapes are there?"], capsys)
+    assert_one_line_error(code, err, "fake.png", "cannot decode")
+
+
 def test_api_skip_bad_images_records_a_float_image(tiny_model):
     """N39b: a mode-F PIL image with skip_bad_images=True is recorded as failed, the others answered (was: the
     BadImageError stopped the call); without it, the call is refused naming the image."""
