@@ -49,31 +49,23 @@ def _official(run_dir: Path, record: dict, references: dict[int, list[str]], ima
     return {name: 100 * scores[key] for name, key in names.items()}
 
 
-def _parquet_references(home: Path) -> dict[int, list[str]]:
-    """image_id -> annotations_captions, read from the cached parquet files with pyarrow (not evalkit)."""
+def _parquet_column(home: Path, column: str) -> dict[int, object]:
+    """image_id -> ``column``, read from the cached parquet files with pyarrow (not evalkit)."""
     import pyarrow.parquet as pq
 
-    snapshot = home / "hub" / f"datasets--{HUB.repo_id.replace('/', '--')}" / "snapshots" / HUB.revision
-    references = {}
-    for file in sorted(snapshot.glob("data/validation-*.parquet")):
-        table = pq.read_table(file, columns=["image_id", "annotations_captions"]).to_pydict()
-        references.update(zip(table["image_id"], table["annotations_captions"]))
-    return references
-
-
-def _parquet_open_images_ids(home: Path) -> dict[int, str]:
-    import pyarrow.parquet as pq
-
-    snapshot = home / "hub" / f"datasets--{HUB.repo_id.replace('/', '--')}" / "snapshots" / HUB.revision
     found = {}
-    for file in sorted(snapshot.glob("data/validation-*.parquet")):
-        table = pq.read_table(file, columns=["image_id", "image_open_images_id"]).to_pydict()
-        found.update(zip(table["image_id"], table["image_open_images_id"]))
+    for file in sorted(_snapshot(home).glob("data/validation-*.parquet")):
+        table = pq.read_table(file, columns=["image_id", column]).to_pydict()
+        found.update(zip(table["image_id"], table[column]))
     return found
 
 
+def _snapshot(home: Path) -> Path:
+    return home / "hub" / f"datasets--{HUB.repo_id.replace('/', '--')}" / "snapshots" / HUB.revision
+
+
 def _snapshot_files(home: Path) -> dict[str, str]:
-    snapshot = home / "hub" / f"datasets--{HUB.repo_id.replace('/', '--')}" / "snapshots" / HUB.revision
+    snapshot = _snapshot(home)
     return {str(f.relative_to(snapshot)): hashlib.sha256(f.read_bytes()).hexdigest()
             for f in sorted(snapshot.glob("data/validation-*.parquet"))}
 
@@ -89,7 +81,7 @@ def test_nocaps_runs_with_only_model_offline(offline, java, tmp_path, capsys):
     assert "CIDEr" in record["metrics"] and not any("/" in m for m in record["metrics"])
     assert "not labelled" in record["details"]["domains"]
     results = json.loads((run_dir / record["official_predictions_file"]).read_text())
-    references = _parquet_references(offline)
+    references = _parquet_column(offline, "annotations_captions")
     assert sorted(r["image_id"] for r in results) == sorted(references)
     official = _official(run_dir, record, references, sorted(references))
     assert official["BLEU-4"] != official["ROUGE-L"] and official["ROUGE-L"] > 0
@@ -106,12 +98,12 @@ def test_domains_from_the_annotation_file(offline, java, tmp_path, capsys):
     caption and a second run re-scores it. Two images in one domain and one in the other: a one-image corpus has
     CIDEr 0 (every n-gram's document frequency is the corpus size), so scoring a domain inside the whole corpus
     shows."""
-    references = _parquet_references(offline)
+    references = _parquet_column(offline, "annotations_captions")
     ids = sorted(references)
     assert len(ids) >= 3
     domains = ["in-domain"] * (len(ids) - 1) + ["near-domain"]
     annotation = tmp_path / "nocaps_val_4500_captions.json"
-    open_ids = _parquet_open_images_ids(offline)  # the official file names an image by its Open Images id
+    open_ids = _parquet_column(offline, "image_open_images_id")  # the official file names images by these ids
     annotation.write_text(json.dumps({"images": [{"id": i, "file_name": f"{open_ids[i]}.jpg",
                                                   "open_images_id": open_ids[i], "domain": d}
                                                  for i, d in zip(ids, domains)], "annotations": []}))
