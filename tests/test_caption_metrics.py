@@ -106,7 +106,8 @@ def edge_run(tmp_path_factory, java):
     refs, preds = edge_case_data()
     tmp = tmp_path_factory.mktemp("edge")
     pid_file = tmp / "meteor.pids"
-    folder = fake_java_dir(tmp, f'case "$*" in *meteor-1.5.jar*) echo $$ >> "{pid_file}";; esac\nexec "$REAL" "$@"\n')
+    folder = fake_java_dir(tmp, f'case "$*" in *Normalizer*) ;; *meteor-1.5.jar*) echo $$ >> "{pid_file}";; esac\n'
+                                'exec "$REAL" "$@"\n')
     empty_spice = tmp / "spice"
     (empty_spice / "lib").mkdir(parents=True)
     with pytest.MonkeyPatch.context() as mp:
@@ -122,6 +123,8 @@ def edge_run(tmp_path_factory, java):
 def test_edge_cases_equal_official(edge_run):
     refs, preds, scores, *_ = edge_run
     official, official_per_image = official_eval(refs, preds)
+    kept, total = scores.meteor_paraphrase_entries  # METEOR read a paraphrase table cut to these captions
+    assert 0 < kept < total / 100
     assert list(scores.corpus) == METRICS
     for name in METRICS:
         assert scores.corpus[name] == 100 * official[cm.OFFICIAL_KEYS[name]], name  # to the last digit
@@ -331,8 +334,15 @@ def test_meteor_command_is_the_librarys(monkeypatch):
     del meteor
     assert seen["cmd"] == ["java", *cm._GuardedMeteor.ARGS]
     assert Path(seen["cwd"]) == cm._METEOR_DIR
-    # evalkit adds only a garbage-collector choice before the library's arguments
+    # evalkit adds only a garbage-collector choice before the library's arguments; with a cut paraphrase table,
+    # a JIT-compiler choice and METEOR's own -a option after them
     assert all(re.fullmatch(r"-XX:\+Use\w+GC", option) for option in cm._GuardedMeteor.JVM_OPTIONS)
+    cut = cm._GuardedMeteor.__new__(cm._GuardedMeteor)
+    monkeypatch.setattr(cm.subprocess, "Popen", FakePopen)
+    cm._GuardedMeteor.__init__(cut, "java", Path("/tmp/cut.gz"))
+    assert seen["cmd"] == ["java", "-XX:TieredStopAtLevel=1", *cm._GuardedMeteor.JVM_OPTIONS, *cm._GuardedMeteor.ARGS,
+                           "-a", "/tmp/cut.gz"]
+    cut.meteor_p = None
 
 
 @pytest.mark.parametrize(

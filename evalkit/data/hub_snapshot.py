@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Callable, Sequence
 
+from evalkit.core.cache_folder import evalkit_cache_folder
 from evalkit.core.errors import EvalkitError
 
 # data/validation-00000-of-00002.parquet; NoCaps adds the upload hash:
@@ -180,10 +181,7 @@ def _stamp(path: Path) -> list[int]:
 
 
 def _stamp_file() -> Path:
-    if os.environ.get("EVALKIT_CACHE"):
-        return Path(os.environ["EVALKIT_CACHE"]).expanduser() / "verified_blobs.json"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "evalkit" / "verified_blobs.json"
+    return evalkit_cache_folder() / "verified_blobs.json"
 
 
 def _read_stamps() -> dict:
