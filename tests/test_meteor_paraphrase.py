@@ -189,7 +189,7 @@ def test_index_is_cached_by_table_content_and_rebuilt_when_damaged(tmp_path, mon
     second = mp.paraphrase_index(table)
     assert len(builds) == 1  # read from the cache folder, not built again
     assert mp.kept_entries(second, SENTENCES).tolist() == mp.kept_entries(first, SENTENCES).tolist()
-    [saved] = (tmp_path / "cache" / "meteor-paraphrase").iterdir()
+    [saved] = (tmp_path / "cache" / "meteor-paraphrase").glob("*.npz")
 
     saved.write_bytes(saved.read_bytes()[:1000])  # damaged
     mp._loaded.clear()
@@ -200,7 +200,32 @@ def test_index_is_cached_by_table_content_and_rebuilt_when_damaged(tmp_path, mon
     write_table(table, SMALL_TABLE[:-1] + [("fast", "dog runs")])  # another table at the same path
     fourth = mp.paraphrase_index(table)
     assert len(builds) == 3 and fourth.n_entries == len(SMALL_TABLE)
-    assert len(list((tmp_path / "cache" / "meteor-paraphrase").iterdir())) == 2
+    assert len(list((tmp_path / "cache" / "meteor-paraphrase").glob("*.npz"))) == 2
+
+
+def test_a_process_waits_for_another_building_the_same_index_and_reads_its_file(tmp_path, monkeypatch):
+    import fcntl
+
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(mp, "_loaded", {})
+    table = write_table(tmp_path / "small.gz", SMALL_TABLE)
+    path = mp._index_file(mp.hashlib.sha256(table.read_bytes()).hexdigest())
+    path.parent.mkdir(parents=True)
+    builds = []
+    real_build = mp.build_index
+    monkeypatch.setattr(mp, "build_index", lambda t: builds.append(t) or real_build(t))
+    found = []
+    with open(path.with_name(path.name + ".lock"), "a+b") as other:  # another process, building
+        fcntl.flock(other, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=lambda: found.append(mp.paraphrase_index(table)))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # it waits ...
+        mp._save(real_build(table), path)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    waiting.join(30)
+    assert builds == []  # ... and reads the other's file instead of building its own
+    assert mp.kept_entries(found[0], SENTENCES).tolist() == brute_force_kept(SMALL_TABLE, SENTENCES)
 
 
 def test_a_cache_folder_that_cannot_be_written_still_gives_the_index(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ and normalises the references without their punctuation while scoring keeps it (
 so it can drop entries that match.
 
 The table is indexed once per machine into evalkit's cache folder (``meteor-paraphrase/``, named by the
-table's SHA-256; about 8 s and 80 MB): each distinct phrase's words and a 64-bit code (a polynomial over
+table's SHA-256; about 10 s, 0.9 GB of memory while building, and 100 MB): each distinct phrase's words and a 64-bit code (a polynomial over
 word numbers; phrases sharing a code only keep an extra entry), and each entry's two phrase numbers. An
 evaluation computes the codes of its sentences' n-grams up to the table's longest phrase and keeps the
 entries whose two codes are among them. A sentence of lower-case ASCII letters and digits separated by
@@ -45,9 +45,10 @@ import tempfile
 import threading
 import zipfile
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pycocoevalcap.meteor.meteor as _meteor_module
@@ -83,8 +84,8 @@ class ParaphraseIndex:
     """The paraphrase table as arrays (see the module docstring)."""
 
     words: list[str]  # table vocabulary, by word number
-    phrase_starts: np.ndarray  # int64, n_phrases + 1: phrase i's word numbers are phrase_words[starts[i]:starts[i+1]]
-    phrase_words: np.ndarray  # int32
+    phrase_starts: np.ndarray  # n_phrases + 1: phrase i's word numbers are phrase_words[starts[i]:starts[i+1]]
+    phrase_words: np.ndarray  # uint16 while the vocabulary fits, else int32
     sorted_codes: np.ndarray  # uint64, every phrase's code, ascending
     sorted_phrases: np.ndarray  # int32, the phrase of each sorted code
     entry_phrase: np.ndarray  # int32, n_entries x 2: (R, P) phrase numbers in table order
@@ -231,23 +232,43 @@ def paraphrase_index(table: Path = PARAPHRASE_TABLE) -> ParaphraseIndex | None:
         if digest in _loaded:
             return _loaded[digest]
         path = _index_file(digest)
-        index = None
-        if path.is_file():
-            try:
-                index = _load(path)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-                index = None  # a damaged index is built again
-        if index is None:
-            try:
-                index = build_index(table)
-            except (OSError, EOFError, gzip.BadGzipFile, _Unindexable):
-                return None
-            try:
-                _save(index, path)
-            except OSError:
-                pass  # a read-only cache folder: this process still uses the index
+        with _building(path):  # another process building the same index: wait for it and read its file
+            index = None
+            if path.is_file():
+                try:
+                    index = _load(path)
+                except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+                    index = None  # a damaged index is built again
+            if index is None:
+                try:
+                    index = build_index(table)
+                except (OSError, EOFError, gzip.BadGzipFile, _Unindexable):
+                    return None
+                try:
+                    _save(index, path)
+                except OSError:
+                    pass  # a read-only cache folder: this process still uses the index
         _loaded[digest] = index
         return index
+
+
+@contextmanager
+def _building(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``'s lock file (best effort: none where it cannot be made)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a+b")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
 
 
 # --------------------------------------------------------------------------------------------
