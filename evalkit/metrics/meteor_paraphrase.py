@@ -21,8 +21,9 @@ and normalises the references without their punctuation while scoring keeps it (
 so it can drop entries that match.
 
 The table is indexed once per machine into evalkit's cache folder (``meteor-paraphrase/``, named by the
-table's SHA-256; about 10 s, 0.9 GB of memory while building, and 100 MB): each distinct phrase's words and a 64-bit code (a polynomial over
-word numbers; phrases sharing a code only keep an extra entry), and each entry's two phrase numbers. An
+table's SHA-256; about 10 s, 0.9 GB of memory while building, and 100 MB): each distinct phrase's words
+and a 64-bit code (a polynomial over word numbers; phrases sharing a code only keep an extra entry), and
+each entry's two phrase numbers. An
 evaluation computes the codes of its sentences' n-grams up to the table's longest phrase and keeps the
 entries whose two codes are among them. A sentence of lower-case ASCII letters and digits separated by
 single spaces is its own normalisation (no rule of ``normalizeLine`` applies to it); the others go through
@@ -97,7 +98,8 @@ class ParaphraseIndex:
         return len(self.entry_phrase)
 
     def phrase_text(self, phrase: int) -> str:
-        return " ".join(self.words[w] for w in self.phrase_words[self.phrase_starts[phrase]:self.phrase_starts[phrase + 1]])
+        first, end = self.phrase_starts[phrase], self.phrase_starts[phrase + 1]
+        return " ".join(self.words[w] for w in self.phrase_words[first:end])
 
 
 class _Unindexable(Exception):
