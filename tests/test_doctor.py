@@ -199,6 +199,22 @@ def test_offline_missing_dataset_is_a_problem(monkeypatch, capsys):
     assert "problem: task vqav2: dataset lmms-lab-encoder/VQAv2@" in out
 
 
+def test_doctor_says_whether_meteors_paraphrase_index_is_built(tmp_path, monkeypatch, capsys):
+    from evalkit.metrics import meteor_paraphrase
+
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    code, out, _ = run_cli(["doctor", "--no-golden"], capsys)
+    assert code == 0, out
+    assert f"METEOR paraphrase index  not built yet: the first caption scoring builds it (about 10 s) into " \
+           f"{tmp_path / 'cache' / 'meteor-paraphrase'}" in out
+    digest = meteor_paraphrase.hashlib.sha256(meteor_paraphrase.PARAPHRASE_TABLE.read_bytes()).hexdigest()
+    index_file = meteor_paraphrase._index_file(digest)
+    index_file.parent.mkdir(parents=True)
+    index_file.write_bytes(b"x" * 3_000_000)
+    code, out, _ = run_cli(["doctor", "--no-golden"], capsys)
+    assert f"METEOR paraphrase index  built: {index_file} (3 MB)" in out
+
+
 def test_all_well_without_golden_exits_0(capsys):
     code, out, _ = run_cli(["doctor", "--no-golden"], capsys)
     assert code == 0, out

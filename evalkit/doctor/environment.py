@@ -70,7 +70,14 @@ def environment() -> dict:
         "java_origin": java_origin,
         "hub_cache": hub_cache_dir(),
         "hub_offline": hub_offline(),
+        "meteor_paraphrase_index": _meteor_paraphrase_index(),
     }
+
+
+def _meteor_paraphrase_index() -> str:
+    from evalkit.metrics.meteor_paraphrase import index_state
+
+    return index_state()
 
 
 def environment_lines(env: dict) -> list[str]:
@@ -84,6 +91,7 @@ def environment_lines(env: dict) -> list[str]:
             ("tokenizers", env["tokenizers"] or "not installed"),
             ("huggingface_hub", env["huggingface_hub"] or "not installed"),
             ("java (metrics)", f"{env['java']} ({env['java_origin']})" if env["java"] else "none"),
-            ("hub cache", env["hub_cache"] + ("  (HF_HUB_OFFLINE: cache only)" if env["hub_offline"] else ""))]
+            ("hub cache", env["hub_cache"] + ("  (HF_HUB_OFFLINE: cache only)" if env["hub_offline"] else "")),
+            ("METEOR paraphrase index", env["meteor_paraphrase_index"])]
     width = max(len(name) for name, _ in rows)
     return [f"  {name.ljust(width)}  {value}" for name, value in rows]

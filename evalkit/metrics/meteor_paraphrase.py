@@ -219,6 +219,17 @@ def _load(path: Path) -> ParaphraseIndex:
     return index
 
 
+def index_state(table: Path = PARAPHRASE_TABLE) -> str:
+    """One line for ``evalkit doctor``: where the index of ``table`` is, or that the first scoring builds it."""
+    try:
+        path = _index_file(hashlib.sha256(Path(table).read_bytes()).hexdigest())
+    except OSError as err:
+        return f"METEOR's table cannot be read ({err}); METEOR will read it whole"
+    if path.is_file():
+        return f"built: {path} ({path.stat().st_size / 1e6:.0f} MB)"
+    return f"not built yet: the first caption scoring builds it (about 10 s) into {path.parent}"
+
+
 _loaded: dict[str, ParaphraseIndex] = {}
 _lock = threading.Lock()
 
