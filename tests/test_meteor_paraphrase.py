@@ -279,6 +279,17 @@ def test_a_normaliser_that_fails_or_garbles_leaves_meteor_its_whole_table(java, 
 
 
 @needs_java
+def test_another_meteor_jar_reads_its_whole_table(java, tmp_path, monkeypatch, hostile_lines):
+    """The cut is made only for the METEOR jar whose matcher it was checked against (pycocoevalcap 1.2's)."""
+    index = mp.paraphrase_index()
+    assert mp.cut_paraphrase_table(java, hostile_lines, tmp_path, 120, index) is not None  # control
+    other = tmp_path / "meteor-1.5.jar"
+    other.write_bytes(mp.METEOR_JAR.read_bytes() + b"\0")  # another build of the jar
+    monkeypatch.setattr(mp, "METEOR_JAR", other)
+    assert mp.cut_paraphrase_table(java, hostile_lines, tmp_path, 120, index) is None
+
+
+@needs_java
 def test_a_hung_normaliser_is_meteors_timeout(java, tmp_path, monkeypatch):
     hanging = fake_java(tmp_path, java, "*Normalizer*) exec sleep 60")
     monkeypatch.setenv("PATH", hanging + os.pathsep + os.environ["PATH"])

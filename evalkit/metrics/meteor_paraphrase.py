@@ -28,12 +28,14 @@ evaluation computes the codes of its sentences' n-grams up to the table's longes
 entries whose two codes are among them. A sentence of lower-case ASCII letters and digits separated by
 single spaces is its own normalisation (no rule of ``normalizeLine`` applies to it); the others go through
 METEOR's own ``Normalizer`` in one JVM. When anything goes wrong (a table this index does not describe,
-a cache that cannot be read or written, a JVM that fails), the caller gets ``None`` and METEOR reads its
+a cache that cannot be read or written, a JVM that fails, a METEOR jar other than the one this rule was
+checked against), the caller gets ``None`` and METEOR reads its
 whole table, as the official code does.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -59,6 +61,10 @@ from evalkit.core.cache_folder import evalkit_cache_folder
 METEOR_DIR = Path(_meteor_module.__file__).resolve().parent
 METEOR_JAR = METEOR_DIR / _meteor_module.METEOR_JAR
 PARAPHRASE_TABLE = METEOR_DIR / "data" / "paraphrase-en.gz"
+
+# The METEOR whose paraphrase matching the rule above was read from and checked against (pycocoevalcap 1.2's
+# meteor-1.5.jar, SHA-256). Another jar reads its whole table: its matcher may use entries differently.
+CHECKED_METEOR_JARS = {"1e57b4c72c0830ebe68558f1c799a624e96cbc1b6045c9f6330e26dcff6eafc2": "pycocoevalcap 1.2"}
 
 INDEX_FORMAT = 1
 _CODE_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so each word position gets a distinct multiplier
@@ -183,6 +189,20 @@ def build_index(table: Path) -> ParaphraseIndex:
     return ParaphraseIndex(words=words, phrase_starts=starts, phrase_words=phrase_words, sorted_codes=codes[order],
                            sorted_phrases=order, entry_phrase=entry_phrase, always_kept=always_kept,
                            longest_phrase=int(lengths.max(initial=0)))
+
+
+@functools.lru_cache(maxsize=4)
+def _digest_of(path: Path, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _file_digest(path: Path) -> str | None:
+    """SHA-256 of a file, computed again only when its size or modification time changes; None if unreadable."""
+    try:
+        stat = path.stat()
+        return _digest_of(path, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return None
 
 
 def _index_file(table_digest: str) -> Path:
@@ -381,7 +401,7 @@ def write_table(index: ParaphraseIndex, keep: np.ndarray, path: Path) -> int:
 def cut_paraphrase_table(java: str, score_lines: Sequence[str], folder: Path, timeout: float,
                          index: ParaphraseIndex | None) -> CutTable | None:
     """Write into ``folder`` the paraphrase table METEOR needs for these ``SCORE`` lines; None: use the whole table."""
-    if index is None:
+    if index is None or _file_digest(METEOR_JAR) not in CHECKED_METEOR_JARS:
         return None
     normalised = _normalised(java, meteor_sentences(score_lines), timeout)
     if normalised is None:
