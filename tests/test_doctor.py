@@ -213,6 +213,12 @@ def test_doctor_says_whether_meteors_paraphrase_index_is_built(tmp_path, monkeyp
     index_file.write_bytes(b"x" * 3_000_000)
     code, out, _ = run_cli(["doctor", "--no-golden"], capsys)
     assert f"METEOR paraphrase index  built: {index_file} (3 MB)" in out
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("EVALKIT_CACHE", str(blocker / "cache"))
+    code, out, _ = run_cli(["doctor", "--no-golden"], capsys)
+    assert f"METEOR paraphrase index  not built, and {blocker / 'cache' / 'meteor-paraphrase'} cannot be written: " \
+           "METEOR reads its whole table" in out
 
 
 def test_all_well_without_golden_exits_0(capsys):

@@ -228,13 +228,27 @@ def test_a_process_waits_for_another_building_the_same_index_and_reads_its_file(
     assert mp.kept_entries(found[0], SENTENCES).tolist() == brute_force_kept(SMALL_TABLE, SENTENCES)
 
 
-def test_a_cache_folder_that_cannot_be_written_still_gives_the_index(tmp_path, monkeypatch):
+def test_an_index_that_cannot_be_saved_is_not_built_but_a_saved_one_is_read(tmp_path, monkeypatch):
+    """Without a cache folder to keep it in, each process would build the index (~10 s) to save METEOR ~5 s:
+    METEOR reads its whole table instead. An index already saved there is still read."""
+    monkeypatch.setattr(mp, "_loaded", {})
+    builds = []
+    real_build = mp.build_index
+    monkeypatch.setattr(mp, "build_index", lambda t: builds.append(t) or real_build(t))
+    table = write_table(tmp_path / "small.gz", SMALL_TABLE)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("EVALKIT_CACHE", str(blocker))
-    monkeypatch.setattr(mp, "_loaded", {})
-    index = mp.paraphrase_index(write_table(tmp_path / "small.gz", SMALL_TABLE))
-    assert index is not None and index.n_entries == len(SMALL_TABLE)
+    assert mp.paraphrase_index(table) is None and builds == []
+
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    assert mp.paraphrase_index(table) is not None and len(builds) == 1  # saved here
+    mp._loaded.clear()
+    saved = tmp_path / "cache" / "meteor-paraphrase"
+    monkeypatch.setattr(mp.os, "access", lambda path, mode: Path(path) != saved)  # now read-only
+    index = mp.paraphrase_index(table)
+    assert index is not None and len(builds) == 1
+    assert mp.kept_entries(index, SENTENCES).tolist() == brute_force_kept(SMALL_TABLE, SENTENCES)
 
 
 @pytest.mark.parametrize("content", [b"0.1\ncell phone\nmobile\r\n", b"0.1\ncell phone\n", b"not gzip"])

@@ -28,7 +28,7 @@ evaluation computes the codes of its sentences' n-grams up to the table's longes
 entries whose two codes are among them. A sentence of lower-case ASCII letters and digits separated by
 single spaces is its own normalisation (no rule of ``normalizeLine`` applies to it); the others go through
 METEOR's own ``Normalizer`` in one JVM. When anything goes wrong (a table this index does not describe,
-a cache that cannot be read or written, a JVM that fails, a METEOR jar other than the one this rule was
+an index that is not cached and cannot be saved, a JVM that fails, a METEOR jar other than the one this rule was
 checked against), the caller gets ``None`` and METEOR reads its
 whole table, as the official code does.
 """
@@ -240,6 +240,8 @@ def index_state(table: Path = PARAPHRASE_TABLE) -> str:
         return f"METEOR's table cannot be read ({err}); METEOR will read it whole"
     if path.is_file():
         return f"built: {path} ({path.stat().st_size / 1e6:.0f} MB)"
+    if not _writable_folder(path.parent):
+        return f"not built, and {path.parent} cannot be written: METEOR reads its whole table (~5 s per scoring)"
     return f"not built yet: the first caption scoring builds it (about 10 s) into {path.parent}"
 
 
@@ -248,8 +250,10 @@ _lock = threading.Lock()
 
 
 def paraphrase_index(table: Path = PARAPHRASE_TABLE) -> ParaphraseIndex | None:
-    """The index of ``table``: from memory, else from evalkit's cache folder, else built now (about 8 s) and
-    saved there. ``None`` when the table cannot be indexed (METEOR then reads the whole table)."""
+    """The index of ``table``: from memory, else from evalkit's cache folder, else built now (about 10 s) and
+    saved there. ``None`` (METEOR then reads its whole table, ~5 s) when the table cannot be indexed, or when the
+    index is neither in the cache folder nor can be saved there: building it in every process would cost more
+    than it saves."""
     digest = _file_digest(table)
     if digest is None:
         return None
@@ -265,16 +269,23 @@ def paraphrase_index(table: Path = PARAPHRASE_TABLE) -> ParaphraseIndex | None:
                 except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
                     index = None  # a damaged index is built again
             if index is None:
-                try:
-                    index = build_index(table)
-                except (OSError, EOFError, gzip.BadGzipFile, _Unindexable):
+                if not _writable_folder(path.parent):
                     return None
                 try:
+                    index = build_index(table)
                     _save(index, path)
-                except OSError:
-                    pass  # a read-only cache folder: this process still uses the index
+                except (OSError, EOFError, gzip.BadGzipFile, _Unindexable):
+                    return None
         _loaded[digest] = index
         return index
+
+
+def _writable_folder(folder: Path) -> bool:
+    """Whether ``folder`` could be written, created if need be (nothing is created here)."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
 
 
 @contextmanager
