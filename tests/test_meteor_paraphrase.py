@@ -183,6 +183,8 @@ def test_index_is_cached_by_table_content_and_rebuilt_when_damaged(tmp_path, mon
     real_build = mp.build_index
     monkeypatch.setattr(mp, "build_index", lambda table: builds.append(table) or real_build(table))
     table = write_table(tmp_path / "small.gz", SMALL_TABLE)
+    umask = os.umask(0o022)
+    os.umask(umask)
 
     first = mp.paraphrase_index(table)
     mp._loaded.clear()  # a new process
@@ -190,6 +192,7 @@ def test_index_is_cached_by_table_content_and_rebuilt_when_damaged(tmp_path, mon
     assert len(builds) == 1  # read from the cache folder, not built again
     assert mp.kept_entries(second, SENTENCES).tolist() == mp.kept_entries(first, SENTENCES).tolist()
     [saved] = (tmp_path / "cache" / "meteor-paraphrase").glob("*.npz")
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by whoever may share the cache folder
 
     saved.write_bytes(saved.read_bytes()[:1000])  # damaged
     mp._loaded.clear()

@@ -43,7 +43,6 @@ import operator
 import os
 import re
 import subprocess
-import tempfile
 import threading
 import zipfile
 from collections import defaultdict
@@ -204,9 +203,9 @@ def _index_file(table_digest: str) -> Path:
 
 def _save(index: ParaphraseIndex, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # the umask's permissions
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             np.savez(f, words=np.array("\n".join(index.words)), phrase_starts=index.phrase_starts,
                      phrase_words=index.phrase_words, sorted_codes=index.sorted_codes,
                      sorted_phrases=index.sorted_phrases, entry_phrase=index.entry_phrase,
