@@ -35,6 +35,7 @@ whole table, as the official code does.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -100,6 +101,11 @@ class ParaphraseIndex:
     @property
     def n_entries(self) -> int:
         return len(self.entry_phrase)
+
+    @functools.cached_property
+    def word_numbers(self) -> dict[str, int]:
+        """word -> its number (built once per index, not per evaluation)."""
+        return {w: i for i, w in enumerate(self.words)}
 
     def phrase_text(self, phrase: int) -> str:
         first, end = self.phrase_starts[phrase], self.phrase_starts[phrase + 1]
@@ -233,10 +239,10 @@ def _load(path: Path) -> ParaphraseIndex:
 
 def index_state(table: Path = PARAPHRASE_TABLE) -> str:
     """One line for ``evalkit doctor``: where the index of ``table`` is, or that the first scoring builds it."""
-    try:
-        path = _index_file(hashlib.sha256(Path(table).read_bytes()).hexdigest())
-    except OSError as err:
-        return f"METEOR's table cannot be read ({err}); METEOR will read it whole"
+    digest = _file_digest(table)
+    if digest is None:
+        return f"{table} cannot be read; METEOR will read its table whole"
+    path = _index_file(digest)
     if path.is_file():
         return f"built: {path} ({path.stat().st_size / 1e6:.0f} MB)"
     if not _writable_folder(path.parent):
@@ -313,8 +319,14 @@ def _building(path: Path) -> Iterator[None]:
 
 def _normalised(java: str, sentences: list[str], timeout: float) -> list[str] | None:
     """METEOR's own ``Normalizer.normalizeLine(s, en, true)`` of each sentence (one JVM for all), or None."""
-    todo = sorted({s for s in sentences if not _OWN_NORMAL_FORM.fullmatch(s)})
-    done = {s: s for s in sentences if _OWN_NORMAL_FORM.fullmatch(s)}
+    done: dict[str, str] = {}
+    pending: set[str] = set()
+    for s in sentences:
+        if _OWN_NORMAL_FORM.fullmatch(s):
+            done[s] = s
+        else:
+            pending.add(s)
+    todo = sorted(pending)
     if todo:
         if any("\n" in s or "\r" in s for s in todo):
             return None
@@ -343,7 +355,7 @@ def _token_variants(normalised: str) -> set[str]:
 
 def _sentence_codes(index: ParaphraseIndex, normalised: list[str]) -> np.ndarray:
     """Codes of every run of 1..longest_phrase consecutive words of the sentences, words the table knows."""
-    number = {w: i for i, w in enumerate(index.words)}
+    number = index.word_numbers
     stream: list[int] = []
     for sentence in normalised:
         for variant in _token_variants(sentence):
